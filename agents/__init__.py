@@ -1,0 +1,1 @@
+"""faust agents: the ordered payment agent, the concurrent gateway executor, projections."""

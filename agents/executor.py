@@ -1,0 +1,143 @@
+"""The gateway executor: stateless, concurrent, idempotent gateway calls.
+
+It turns each `GatewayCommand` into one SDK call and a `GatewayResult` keyed by payment id.
+Concurrency is faust agent concurrency: N actors share one stream, so at most N calls are
+in flight and faust commits an offset only once every earlier command was acked. A command
+can run twice after a crash; the deterministic idempotency key makes the gateway answer the
+second call with the first call's result instead of charging again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import faust
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from agents.dead_letter import send_to_dead_letter
+from domain.errors import (
+    GatewayDeclined,
+    GatewayError,
+    GatewayUnavailable,
+    SerializationError,
+)
+from domain.payment import GatewayCommand, GatewayOutcome, Operation
+from domain.status import PaymentStatus
+from gateways.base import AuthorizeRequest, Gateway, GatewayResult
+from gateways.registry import lookup
+from schemas import codec, decode
+from schemas.records import command_from_record, outcome_to_record
+from streams.app import Topics
+
+log = logging.getLogger(__name__)
+
+_RESULT = codec("gateway_result")
+RETRY_ATTEMPTS = 4
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, GatewayError) and exc.retryable
+
+
+async def call_gateway(gateway: Gateway, cmd: GatewayCommand) -> GatewayResult:
+    if cmd.operation is Operation.AUTHORIZE:
+        return await gateway.authorize(
+            AuthorizeRequest(
+                payment_id=cmd.payment_id,
+                amount=cmd.amount,
+                capture=cmd.capture,
+                method_token=cmd.method_token,
+                idempotency_key=cmd.idempotency_key,
+                order_id=cmd.order_id,
+                user_id=cmd.user_id,
+            )
+        )
+    raise GatewayError(f"unsupported operation {cmd.operation}")
+
+
+async def execute(gateways: dict[str, Gateway], cmd: GatewayCommand) -> GatewayOutcome:
+    """Run one command with retries on transient errors; map every error to an outcome."""
+
+    def outcome(status: PaymentStatus, **fields: Any) -> GatewayOutcome:
+        return GatewayOutcome(
+            payment_id=cmd.payment_id,
+            command_id=cmd.command_id,
+            operation=cmd.operation,
+            status=status,
+            occurred_at_ms=int(time.time() * 1000),
+            **fields,
+        )
+
+    try:
+        gateway = lookup(gateways, cmd.gateway)
+        result: GatewayResult | None = None
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(_retryable),
+            stop=stop_after_attempt(RETRY_ATTEMPTS),
+            wait=wait_random_exponential(multiplier=0.2, max=5),
+            reraise=True,
+        ):
+            with attempt:
+                result = await call_gateway(gateway, cmd)
+        assert result is not None
+        return outcome(
+            result.status,
+            gateway_reference=result.gateway_reference,
+            captured_amount=result.captured_amount,
+            decline_code=result.decline_code,
+            error_code=result.error_code,
+        )
+    except GatewayDeclined as exc:
+        return outcome(
+            PaymentStatus.FAILED,
+            decline_code=exc.decline_code,
+            error_code=exc.code,
+            error_message=exc.message,
+        )
+    except GatewayUnavailable as exc:
+        # Timeouts included: we cannot know whether money moved. `unknown` until the gateway
+        # is asked again; never a guess of failed.
+        return outcome(PaymentStatus.UNKNOWN, error_code=exc.code, error_message=exc.message)
+    except GatewayError as exc:
+        return outcome(PaymentStatus.FAILED, error_code=exc.code, error_message=exc.message)
+    except Exception as exc:
+        # A bug of ours after the call may hide a charge: unknown, never failed.
+        log.exception("unexpected error executing %s", cmd.command_id)
+        return outcome(
+            PaymentStatus.UNKNOWN, error_code="internal_error", error_message=type(exc).__name__
+        )
+
+
+def register(
+    app: faust.App, topics: Topics, gateways: dict[str, Gateway], *, concurrency: int
+) -> Any:
+    @app.agent(topics.gateway_commands, name="gateway-executor", concurrency=concurrency)
+    async def gateway_executor(stream: Any) -> Any:
+        async for event in stream.events():
+            try:
+                cmd = command_from_record(
+                    decode("gateway_command", event.value, dict(event.headers or {}))
+                )
+            except SerializationError as exc:
+                await send_to_dead_letter(topics.dead_letter, event, exc)
+                continue
+            started = time.monotonic()
+            outcome = await execute(gateways, cmd)
+            latency_ms = int((time.monotonic() - started) * 1000)
+            log.info("%s %s -> %s (%d ms)", cmd.gateway, cmd.command_id, outcome.status, latency_ms)
+            await topics.gateway_results.send(
+                key=cmd.payment_id.encode(),
+                value=_RESULT.encode(
+                    outcome_to_record(outcome, gateway=cmd.gateway, latency_ms=latency_ms)
+                ),
+                headers=_RESULT.headers,
+            )
+
+    return gateway_executor

@@ -1,0 +1,37 @@
+"""Worker web pages (faust's web server): readiness, and a table digest used by tests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import faust
+
+from tables.payments import Tables
+
+
+def table_digest(table: Any) -> dict[str, Any]:
+    """Count and SHA-256 of a table's local items, in key order: equal digests, equal tables."""
+    items = sorted((str(k), json.dumps(v, sort_keys=True)) for k, v in table.items())
+    h = hashlib.sha256()
+    for k, v in items:
+        h.update(k.encode())
+        h.update(b"\0")
+        h.update(v.encode())
+        h.update(b"\n")
+    return {"count": len(items), "sha256": h.hexdigest()}
+
+
+def register(app: faust.App, tables: Tables) -> None:
+    @app.page("/readyz/")
+    async def readyz(web: Any, request: Any) -> Any:
+        assigned = app.consumer.assignment() if app.consumer else set()
+        recovery = app.tables.recovery  # type: ignore[attr-defined]
+        ready = bool(assigned) and not app.rebalancing and not recovery.active_remaining_total()
+        body = {"ready": ready, "assigned_partitions": len(assigned)}
+        return web.json(body, status=200 if ready else 503)
+
+    @app.page("/tables/payments/digest/")
+    async def payments_digest(web: Any, request: Any) -> Any:
+        return web.json(table_digest(tables.payments))

@@ -1,0 +1,83 @@
+"""The payment agent: the single writer of payment state, strictly ordered per payment id.
+
+It decodes one input, loads the payment, calls `domain.payment.decide`, emits the status
+records and gateway commands the decision names, then saves. Outputs are sent before the
+table write: after a crash the input is redelivered and, seeing the old state, the agent
+emits the same records again (same command ids, same seq numbers), which downstream
+dedupes. Saving first could lose a command, which would lose a payment.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+
+from agents.dead_letter import send_to_dead_letter
+from domain.errors import PaymentError, SerializationError
+from domain.payment import Decision, Input, decide
+from schemas import codec, decode
+from schemas.records import (
+    command_to_record,
+    outcome_from_record,
+    payment_requested_from_record,
+    status_record,
+)
+from streams import names
+from streams.app import Topics
+from tables.payments import Tables
+from tables.rows import payment_from_row, payment_to_row
+
+log = logging.getLogger(__name__)
+
+_COMMAND = codec("gateway_command")
+_STATUS = codec("payment_status")
+
+
+def decode_input(topic: str, value: bytes | None, headers: dict[str, bytes]) -> Input:
+    if topic == names.PAYMENT_INITIATION:
+        return payment_requested_from_record(decode("payment_requested", value, headers))
+    if topic == names.GATEWAY_RESULTS:
+        return outcome_from_record(decode("gateway_result", value, headers))
+    raise SerializationError(f"payment agent does not read topic {topic!r}")
+
+
+def register(app: faust.App, topics: Topics, tables: Tables) -> Any:
+    payments = tables.payments
+
+    async def emit(decision: Decision) -> None:
+        state = decision.state
+        assert state is not None
+        key = state.payment_id.encode()
+        for command in decision.commands:
+            await topics.gateway_commands.send(
+                key=key, value=_COMMAND.encode(command_to_record(command)), headers=_COMMAND.headers
+            )
+        for change in decision.changes:
+            await topics.payment_status.send(
+                key=key, value=_STATUS.encode(status_record(state, change)), headers=_STATUS.headers
+            )
+
+    @app.agent(topics.payment_inputs, name="payment-agent")
+    async def payment_agent(stream: Any) -> Any:
+        async for event in stream.events():
+            msg = event.message
+            try:
+                item = decode_input(msg.topic, event.value, dict(event.headers or {}))
+                row = payments.get(item.payment_id)
+                state = payment_from_row(row) if row is not None else None
+                decision = decide(state, item)
+            except (SerializationError, PaymentError) as exc:
+                await send_to_dead_letter(topics.dead_letter, event, exc)
+                continue
+            if decision.ignored is not None:
+                log.info(
+                    "ignored %s for %s: %s", type(item).__name__, item.payment_id, decision.ignored
+                )
+                continue
+            await emit(decision)
+            assert decision.state is not None
+            payments[item.payment_id] = payment_to_row(decision.state)
+
+    return payment_agent

@@ -1,0 +1,62 @@
+"""Project `payment_status` into the Redis read model, in batches, never backwards."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
+
+from agents.dead_letter import send_to_dead_letter
+from domain.errors import SerializationError
+from schemas import decode
+from schemas.records import to_ms
+from streams.app import Topics
+from streams.readmodel import SET_IF_NEWER, document_from_status, dumps, payment_key
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+BATCH_WINDOW_S = 0.02
+
+
+def register(app: faust.App, topics: Topics, redis: aioredis.Redis) -> Any:
+    set_if_newer = redis.register_script(SET_IF_NEWER)
+
+    @app.agent(topics.payment_status, name="redis-projection")
+    async def redis_projection(stream: Any) -> Any:
+        async for events in stream.take_events(BATCH, within=BATCH_WINDOW_S):
+            pipe = redis.pipeline(transaction=False)
+            queued = 0
+            for event in events:
+                try:
+                    rec = decode("payment_status", event.value, dict(event.headers or {}))
+                except SerializationError as exc:
+                    await send_to_dead_letter(topics.dead_letter, event, exc)
+                    continue
+                doc = document_from_status(rec, to_ms(rec["occurred_at"]))
+                await set_if_newer(
+                    keys=[payment_key(rec["payment_id"])],
+                    args=[rec["seq"], dumps(doc)],
+                    client=pipe,
+                )
+                queued += 1
+            if queued:
+                await _execute_until_done(pipe)
+
+    return redis_projection
+
+
+async def _execute_until_done(pipe: Any) -> None:
+    """Redis down means wait, never skip: the offset is not committed until this returns."""
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type((RedisConnectionError, RedisTimeoutError, OSError)),
+        wait=wait_random_exponential(multiplier=0.1, max=5),
+        before_sleep=lambda rs: log.warning("redis write failed, retrying: %s", rs.outcome),
+    ):
+        with attempt:
+            await pipe.execute()

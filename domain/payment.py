@@ -1,0 +1,242 @@
+"""The payment aggregate and its pure transition function.
+
+`decide(state, input)` returns the new state, the status records to emit and the gateway
+commands to run. Agents only load, call and save; a replayed input is recognised and is a
+no-op, which is what makes at-least-once delivery safe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from domain.money import Money
+from domain.status import PaymentStatus, can_move
+
+
+class CaptureMode(StrEnum):
+    AUTOMATIC = "automatic"
+    MANUAL = "manual"
+
+
+class Operation(StrEnum):
+    AUTHORIZE = "authorize"  # authorize, and capture too when capture is automatic
+
+
+class Source(StrEnum):
+    """Where a status change came from."""
+
+    REQUEST = "request"
+    GATEWAY = "gateway"
+    WEBHOOK = "webhook"
+    POLL = "poll"
+    JANITOR = "janitor"
+
+
+# --- inputs -----------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PaymentRequested:
+    payment_id: str
+    order_id: str
+    user_id: str
+    amount: Money
+    gateway: str
+    method_token: str
+    capture: CaptureMode
+    fingerprint: str  # hash of the client's request body, for idempotency conflicts
+    requested_at_ms: int
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayOutcome:
+    """What a gateway said about one command (or why it could not say)."""
+
+    payment_id: str
+    command_id: str
+    operation: Operation
+    status: PaymentStatus
+    occurred_at_ms: int
+    gateway_reference: str | None = None
+    captured_amount: int = 0
+    decline_code: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+Input = PaymentRequested | GatewayOutcome
+
+
+# --- outputs ----------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class GatewayCommand:
+    command_id: str
+    payment_id: str
+    operation: Operation
+    gateway: str
+    amount: Money
+    capture: CaptureMode
+    method_token: str
+    idempotency_key: str
+    order_id: str
+    user_id: str
+    issued_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    payment_id: str
+    seq: int
+    status: PaymentStatus
+    previous_status: PaymentStatus | None
+    source: Source
+    occurred_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    payment_id: str
+    order_id: str
+    user_id: str
+    amount: Money
+    gateway: str
+    capture: CaptureMode
+    fingerprint: str
+    status: PaymentStatus
+    seq: int
+    created_at_ms: int
+    updated_at_ms: int
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    gateway_reference: str | None = None
+    captured_amount: int = 0
+    refunded_amount: int = 0
+    decline_code: str | None = None
+    error_code: str | None = None
+    outstanding_command: str | None = None
+    applied_commands: tuple[str, ...] = ()  # recent "command_id=status" pairs applied
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    state: Payment | None
+    changes: tuple[StatusChange, ...] = ()
+    commands: tuple[GatewayCommand, ...] = ()
+    ignored: str | None = None  # why the input changed nothing, when it did not
+
+    @property
+    def changed(self) -> bool:
+        return self.ignored is None
+
+
+def command_id(payment_id: str, operation: Operation, attempt: int = 1) -> str:
+    """Deterministic id of a command; it doubles as the gateway idempotency key."""
+    return f"{payment_id}:{operation.value}:{attempt}"
+
+
+def decide(state: Payment | None, event: Input) -> Decision:
+    if isinstance(event, PaymentRequested):
+        return _on_request(state, event)
+    return _on_outcome(state, event)
+
+
+def _on_request(state: Payment | None, req: PaymentRequested) -> Decision:
+    if state is not None:
+        reason = (
+            "duplicate_request" if state.fingerprint == req.fingerprint else "idempotency_conflict"
+        )
+        return Decision(state, ignored=reason)
+    cid = command_id(req.payment_id, Operation.AUTHORIZE)
+    payment = Payment(
+        payment_id=req.payment_id,
+        order_id=req.order_id,
+        user_id=req.user_id,
+        amount=req.amount,
+        gateway=req.gateway,
+        capture=req.capture,
+        fingerprint=req.fingerprint,
+        status=PaymentStatus.PENDING,
+        seq=1,
+        created_at_ms=req.requested_at_ms,
+        updated_at_ms=req.requested_at_ms,
+        metadata=dict(req.metadata),
+        outstanding_command=cid,
+    )
+    change = StatusChange(
+        payment_id=req.payment_id,
+        seq=1,
+        status=PaymentStatus.PENDING,
+        previous_status=None,
+        source=Source.REQUEST,
+        occurred_at_ms=req.requested_at_ms,
+    )
+    command = GatewayCommand(
+        command_id=cid,
+        payment_id=req.payment_id,
+        operation=Operation.AUTHORIZE,
+        gateway=req.gateway,
+        amount=req.amount,
+        capture=req.capture,
+        method_token=req.method_token,
+        idempotency_key=cid,
+        order_id=req.order_id,
+        user_id=req.user_id,
+        issued_at_ms=req.requested_at_ms,
+    )
+    return Decision(payment, changes=(change,), commands=(command,))
+
+
+def _on_outcome(state: Payment | None, out: GatewayOutcome) -> Decision:
+    if state is None:
+        return Decision(None, ignored="unknown_payment")
+    if _outcome_key(out) in state.applied_commands:
+        return Decision(state, ignored="duplicate_outcome")
+    if out.status == state.status:
+        return Decision(state, ignored="no_change")
+    if not can_move(state.status, out.status):
+        return Decision(state, ignored=f"regressive:{state.status.value}->{out.status.value}")
+    captured = state.captured_amount
+    if out.status is PaymentStatus.SUCCEEDED:
+        captured = out.captured_amount or state.amount.amount
+    outstanding = state.outstanding_command
+    if out.command_id == outstanding and out.status not in _STILL_WAITING:
+        outstanding = None
+    new = dataclasses.replace(
+        state,
+        status=out.status,
+        seq=state.seq + 1,
+        updated_at_ms=max(state.updated_at_ms, out.occurred_at_ms),
+        gateway_reference=out.gateway_reference or state.gateway_reference,
+        captured_amount=captured,
+        decline_code=out.decline_code if out.status is PaymentStatus.FAILED else state.decline_code,
+        error_code=out.error_code if out.status is PaymentStatus.FAILED else state.error_code,
+        outstanding_command=outstanding,
+        applied_commands=_remember(state.applied_commands, _outcome_key(out)),
+    )
+    change = StatusChange(
+        payment_id=state.payment_id,
+        seq=new.seq,
+        status=new.status,
+        previous_status=state.status,
+        source=Source.GATEWAY,
+        occurred_at_ms=out.occurred_at_ms,
+    )
+    return Decision(new, changes=(change,))
+
+
+# While a command's outcome is one of these, more news about it is still expected.
+_STILL_WAITING = frozenset(
+    {PaymentStatus.REQUIRES_ACTION, PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN}
+)
+
+
+def _outcome_key(out: GatewayOutcome) -> str:
+    return f"{out.command_id}={out.status.value}"
+
+
+def _remember(applied: tuple[str, ...], key: str) -> tuple[str, ...]:
+    """Keep the last few applied (command, status) pairs: enough to spot redeliveries."""
+    if key in applied:
+        return applied
+    return (*applied, key)[-16:]

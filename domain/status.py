@@ -1,0 +1,54 @@
+"""Payment statuses, the explicit terminal set, and which moves between them are legal."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class PaymentStatus(StrEnum):
+    PENDING = "pending"
+    REQUIRES_ACTION = "requires_action"
+    PROCESSING = "processing"
+    AUTHORIZED = "authorized"
+    SUCCEEDED = "succeeded"  # captured
+    FAILED = "failed"
+    CANCELED = "canceled"
+    PARTIALLY_REFUNDED = "partially_refunded"
+    REFUNDED = "refunded"
+    DISPUTED = "disputed"
+    UNKNOWN = "unknown"  # a gateway timeout: we do not know whether money moved
+
+
+S = PaymentStatus
+
+# Nothing moves a payment out of these.
+TERMINAL: frozenset[PaymentStatus] = frozenset({S.FAILED, S.CANCELED, S.DISPUTED})
+
+# The charge attempt has an answer; a client waiting on the payment can stop waiting.
+SETTLED: frozenset[PaymentStatus] = frozenset(
+    {S.AUTHORIZED, S.SUCCEEDED, S.FAILED, S.CANCELED, S.PARTIALLY_REFUNDED, S.REFUNDED, S.DISPUTED}
+)
+
+_BEFORE_OUTCOME = {S.REQUIRES_ACTION, S.PROCESSING, S.UNKNOWN}
+_OUTCOMES = {S.AUTHORIZED, S.SUCCEEDED, S.FAILED, S.CANCELED}
+
+ALLOWED: dict[PaymentStatus, frozenset[PaymentStatus]] = {
+    S.PENDING: frozenset(_BEFORE_OUTCOME | _OUTCOMES),
+    # `unknown` only ever follows `pending`: once the gateway told us anything, a later
+    # timeout must not erase what we know.
+    S.UNKNOWN: frozenset({S.REQUIRES_ACTION, S.PROCESSING} | _OUTCOMES),
+    S.REQUIRES_ACTION: frozenset({S.PROCESSING} | _OUTCOMES),
+    S.PROCESSING: frozenset(_OUTCOMES),
+    S.AUTHORIZED: frozenset({S.SUCCEEDED, S.CANCELED, S.FAILED}),
+    S.SUCCEEDED: frozenset({S.PARTIALLY_REFUNDED, S.REFUNDED, S.DISPUTED}),
+    S.PARTIALLY_REFUNDED: frozenset({S.PARTIALLY_REFUNDED, S.REFUNDED, S.DISPUTED}),
+    S.REFUNDED: frozenset({S.DISPUTED}),
+    S.FAILED: frozenset(),
+    S.CANCELED: frozenset(),
+    S.DISPUTED: frozenset(),
+}
+
+
+def can_move(current: PaymentStatus, new: PaymentStatus) -> bool:
+    """True when `new` is a forward move from `current`."""
+    return new in ALLOWED[current]

@@ -1,0 +1,126 @@
+"""The one `Gateway` protocol every adapter implements, with its typed requests and results.
+
+Adapters raise the typed errors from `domain.errors` (`GatewayDeclined`, `GatewayUnavailable`,
+`GatewayTimeout`, `GatewayAuthError`, `GatewayInvalidRequest`, `NotSupported`); the executor
+decides retries and outcomes by type, in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+from domain.errors import NotSupported
+from domain.money import Money
+from domain.payment import CaptureMode
+from domain.status import PaymentStatus
+
+__all__ = [
+    "AuthorizeRequest",
+    "CancelRequest",
+    "CaptureRequest",
+    "CardDetails",
+    "Gateway",
+    "GatewayResult",
+    "NotSupported",
+    "RefundRequest",
+    "RefundResult",
+    "RefundStatus",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CardDetails:
+    """The only card data we keep: never the full number."""
+
+    brand: str | None = None
+    last4: str | None = None
+    exp_month: int | None = None
+    exp_year: int | None = None
+    token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizeRequest:
+    payment_id: str
+    amount: Money
+    capture: CaptureMode
+    method_token: str
+    idempotency_key: str
+    order_id: str
+    user_id: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureRequest:
+    payment_id: str
+    gateway_reference: str
+    idempotency_key: str
+    amount: Money | None = None  # None captures everything authorized
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    payment_id: str
+    gateway_reference: str
+    idempotency_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefundRequest:
+    refund_id: str
+    payment_id: str
+    gateway_reference: str
+    amount: Money
+    idempotency_key: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayResult:
+    """A gateway's answer about a payment, already mapped to our statuses."""
+
+    status: PaymentStatus
+    gateway_reference: str
+    provider_status: str
+    captured_amount: int = 0
+    decline_code: str | None = None
+    error_code: str | None = None
+    message: str | None = None
+    card: CardDetails | None = None
+
+
+class RefundStatus(StrEnum):
+    INITIATED = "initiated"
+    PROCESSED = "processed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class RefundResult:
+    status: RefundStatus
+    refund_reference: str
+    amount: int
+    provider_status: str
+
+
+@runtime_checkable
+class Gateway(Protocol):
+    name: str
+
+    async def authorize(self, req: AuthorizeRequest) -> GatewayResult:
+        """Create and confirm a charge; captures too when `req.capture` is automatic."""
+        ...
+
+    async def capture(self, req: CaptureRequest) -> GatewayResult: ...
+
+    async def cancel(self, req: CancelRequest) -> GatewayResult: ...
+
+    async def refund(self, req: RefundRequest) -> RefundResult: ...
+
+    async def fetch(self, gateway_reference: str) -> GatewayResult: ...
+
+    async def close(self) -> None: ...

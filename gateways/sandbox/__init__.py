@@ -1,0 +1,1 @@
+"""Local HTTP emulator of payment gateway APIs (the "gateway sandbox") for tests and demos."""

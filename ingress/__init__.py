@@ -1,0 +1,1 @@
+"""The thin Starlette ingress: validate, authenticate, produce to Kafka, read from Redis."""

@@ -1,0 +1,75 @@
+"""Build the Starlette ingress app from settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from ingress.errors import ApiError, handle_api_error, handle_http_exception
+from ingress.kafka import Producer
+from ingress.openapi import build_openapi
+from ingress.payments import create_payment, get_payment
+from payments.settings import Settings
+from streams.readmodel import SET_IF_NEWER
+
+
+async def healthz(request: Request) -> JSONResponse:
+    return JSONResponse({"ok": True})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    state = request.app.state
+
+    async def redis_ok() -> bool:
+        try:
+            return bool(await asyncio.wait_for(state.redis.ping(), 2.0))
+        except Exception:
+            return False
+
+    broker, redis = await asyncio.gather(state.producer.ready(), redis_ok())
+    ok = broker and redis
+    return JSONResponse(
+        {"ready": ok, "checks": {"broker": broker, "redis": redis}}, status_code=200 if ok else 503
+    )
+
+
+def create_app(settings: Settings) -> Starlette:
+    openapi = build_openapi()
+
+    async def openapi_json(request: Request) -> JSONResponse:
+        return JSONResponse(openapi)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.redis = aioredis.from_url(
+            settings.redis_url, socket_timeout=2, socket_connect_timeout=2
+        )
+        app.state.set_if_newer = app.state.redis.register_script(SET_IF_NEWER)
+        app.state.producer = Producer(settings)
+        await app.state.producer.start()
+        try:
+            yield
+        finally:
+            await app.state.producer.stop()
+            await app.state.redis.aclose()
+
+    return Starlette(
+        routes=[
+            Route("/v1/payments", create_payment, methods=["POST"]),
+            Route("/v1/payments/{payment_id}", get_payment, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/openapi.json", openapi_json, methods=["GET"]),
+        ],
+        exception_handlers={ApiError: handle_api_error, HTTPException: handle_http_exception},
+        lifespan=lifespan,
+    )

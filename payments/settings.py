@@ -1,0 +1,74 @@
+"""The one settings object. Built once, by the CLI, from `PAYMENTS_*` environment variables."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "PAYMENTS_"
+
+
+class BrokerKind(StrEnum):
+    AUTO = "auto"  # ask the broker (ApiVersions) whether it is Tansu
+    TANSU = "tansu"
+    KAFKA = "kafka"
+
+
+class Settings(BaseSettings):
+    """Every knob of the pipeline. Frozen: pass it around, never mutate or re-read it."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    kafka_broker: BrokerKind = BrokerKind.AUTO
+    topic_partitions: int = Field(default=8, ge=1, le=1024)
+    topic_replication: int = Field(default=1, ge=1)
+    app_id: str = "payments"
+    broker_session_timeout_s: float = Field(default=8.0, gt=0)
+    producer_linger_ms: int = Field(default=5, ge=0)
+
+    # State
+    store: str = "rocksdb://"
+    data_dir: Path = Path(".payments/data")
+
+    # Redis (read model, idempotency fast path, rate limits)
+    redis_url: str = "redis://127.0.0.1:16379/0"
+
+    # Ingress
+    ingress_host: str = "127.0.0.1"
+    ingress_port: int = Field(default=8000, ge=0, le=65535)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    idempotency_ttl_s: int = Field(default=24 * 3600, ge=24 * 3600)
+
+    # Worker
+    worker_web_port: int = Field(default=6066, ge=0, le=65535)
+    executor_concurrency: int = Field(default=200, ge=1, le=5000)
+    gateway_timeout_s: float = Field(default=30.0, gt=0)
+
+    # Gateways the ingress accepts, comma-separated.
+    enabled_gateways: str = "stripe"
+
+    # Gateways (the sandbox URL is the default; production points at the real APIs)
+    sandbox_url: str = "http://127.0.0.1:8100"
+    stripe_api_base: str | None = None  # defaults to {sandbox_url}/stripe
+    stripe_api_key: SecretStr = SecretStr("sk_test_sandbox")
+    stripe_webhook_secret: SecretStr = SecretStr("whsec_sandbox")
+
+    log_level: str = "INFO"
+
+    @property
+    def gateways(self) -> frozenset[str]:
+        return frozenset(g.strip() for g in self.enabled_gateways.split(",") if g.strip())
+
+    @property
+    def stripe_base(self) -> str:
+        return self.stripe_api_base or f"{self.sandbox_url.rstrip('/')}/stripe"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment; keyword overrides win (used by the CLI flags)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,57 @@
+"""Run one faust worker: the payment agent, the gateway executor and the Redis projection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import redis.asyncio as aioredis
+from faust.worker import Worker
+
+from agents import executor, pages, payment, projection
+from gateways.registry import build_gateways
+from payments.settings import Settings
+from streams import tansu_compat
+from streams.admin import ensure_topics
+from streams.app import create_app, declare_topics
+from tables.payments import declare_tables
+
+log = logging.getLogger(__name__)
+
+
+def run_worker(settings: Settings) -> None:
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    applied = loop.run_until_complete(
+        tansu_compat.prepare(settings.kafka_bootstrap, settings.kafka_broker.value)
+    )
+    loop.run_until_complete(
+        ensure_topics(
+            settings.kafka_bootstrap,
+            partitions=settings.topic_partitions,
+            replication=settings.topic_replication,
+        )
+    )
+    log.info("broker compatibility: %s", "tansu" if applied else "apache kafka")
+
+    app = create_app(settings)
+    topics = declare_topics(app, settings)
+    tables = declare_tables(app, settings)
+    gateways = build_gateways(
+        stripe_api_key=settings.stripe_api_key.get_secret_value(),
+        stripe_api_base=settings.stripe_base,
+        timeout_s=settings.gateway_timeout_s,
+    )
+    redis = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    payment.register(app, topics, tables)
+    executor.register(app, topics, gateways, concurrency=settings.executor_concurrency)
+    projection.register(app, topics, redis)
+    pages.register(app, tables)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def _close(app_: object, **kwargs: object) -> None:
+        for gw in gateways.values():
+            await gw.close()
+        await redis.aclose()
+
+    Worker(app, loglevel=settings.log_level.lower(), loop=loop).execute_from_commandline()

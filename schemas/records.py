@@ -1,0 +1,139 @@
+"""Mapping between Avro record dicts and domain objects. Pure; no I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from domain.errors import SerializationError
+from domain.money import Money
+from domain.payment import (
+    CaptureMode,
+    GatewayCommand,
+    GatewayOutcome,
+    Operation,
+    Payment,
+    PaymentRequested,
+    StatusChange,
+)
+from domain.status import PaymentStatus
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_ms(value: int | datetime) -> int:
+    """Avro timestamp-millis as an int, whether fastavro gave a datetime or an int."""
+    if isinstance(value, datetime):
+        return (value - _EPOCH) // timedelta(milliseconds=1)
+    return int(value)
+
+
+def payment_requested_from_record(rec: dict[str, Any]) -> PaymentRequested:
+    try:
+        return PaymentRequested(
+            payment_id=rec["payment_id"],
+            order_id=rec["order_id"],
+            user_id=rec["user_id"],
+            amount=Money(rec["amount"], rec["currency"]),
+            gateway=rec["gateway"],
+            method_token=rec["payment_method"]["token"],
+            capture=CaptureMode(rec["capture"]),
+            fingerprint=rec["fingerprint"],
+            requested_at_ms=to_ms(rec["requested_at"]),
+            metadata=dict(rec.get("metadata") or {}),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise SerializationError(f"invalid PaymentRequested: {exc}") from exc
+
+
+def command_to_record(cmd: GatewayCommand) -> dict[str, Any]:
+    return {
+        "command_id": cmd.command_id,
+        "payment_id": cmd.payment_id,
+        "operation": cmd.operation.value,
+        "gateway": cmd.gateway,
+        "amount": cmd.amount.amount,
+        "currency": cmd.amount.currency,
+        "capture": cmd.capture.value,
+        "method_token": cmd.method_token,
+        "idempotency_key": cmd.idempotency_key,
+        "order_id": cmd.order_id,
+        "user_id": cmd.user_id,
+        "issued_at": cmd.issued_at_ms,
+    }
+
+
+def command_from_record(rec: dict[str, Any]) -> GatewayCommand:
+    try:
+        return GatewayCommand(
+            command_id=rec["command_id"],
+            payment_id=rec["payment_id"],
+            operation=Operation(rec["operation"]),
+            gateway=rec["gateway"],
+            amount=Money(rec["amount"], rec["currency"]),
+            capture=CaptureMode(rec["capture"]),
+            method_token=rec["method_token"],
+            idempotency_key=rec["idempotency_key"],
+            order_id=rec["order_id"],
+            user_id=rec["user_id"],
+            issued_at_ms=to_ms(rec["issued_at"]),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise SerializationError(f"invalid GatewayCommand: {exc}") from exc
+
+
+def outcome_to_record(out: GatewayOutcome, *, gateway: str, latency_ms: int) -> dict[str, Any]:
+    return {
+        "command_id": out.command_id,
+        "payment_id": out.payment_id,
+        "operation": out.operation.value,
+        "gateway": gateway,
+        "status": out.status.value,
+        "gateway_reference": out.gateway_reference,
+        "captured_amount": out.captured_amount,
+        "decline_code": out.decline_code,
+        "error_code": out.error_code,
+        "error_message": out.error_message,
+        "latency_ms": latency_ms,
+        "occurred_at": out.occurred_at_ms,
+    }
+
+
+def outcome_from_record(rec: dict[str, Any]) -> GatewayOutcome:
+    try:
+        return GatewayOutcome(
+            payment_id=rec["payment_id"],
+            command_id=rec["command_id"],
+            operation=Operation(rec["operation"]),
+            status=PaymentStatus(rec["status"]),
+            occurred_at_ms=to_ms(rec["occurred_at"]),
+            gateway_reference=rec.get("gateway_reference"),
+            captured_amount=int(rec.get("captured_amount") or 0),
+            decline_code=rec.get("decline_code"),
+            error_code=rec.get("error_code"),
+            error_message=rec.get("error_message"),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise SerializationError(f"invalid GatewayResult: {exc}") from exc
+
+
+def status_record(payment: Payment, change: StatusChange) -> dict[str, Any]:
+    """The public `payment_status` record for one transition."""
+    return {
+        "payment_id": payment.payment_id,
+        "seq": change.seq,
+        "order_id": payment.order_id,
+        "user_id": payment.user_id,
+        "gateway": payment.gateway,
+        "status": change.status.value,
+        "previous_status": change.previous_status.value if change.previous_status else None,
+        "amount": payment.amount.amount,
+        "captured_amount": payment.captured_amount,
+        "refunded_amount": payment.refunded_amount,
+        "currency": payment.amount.currency,
+        "decline_code": payment.decline_code,
+        "error_code": payment.error_code,
+        "gateway_reference": payment.gateway_reference,
+        "source": change.source.value,
+        "occurred_at": change.occurred_at_ms,
+    }

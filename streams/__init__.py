@@ -1,0 +1,1 @@
+"""Kafka wiring: the faust app, topic declarations and the Tansu compatibility shim."""

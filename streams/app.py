@@ -1,0 +1,66 @@
+"""The faust app, built from settings. Topics, tables and agents are declared elsewhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from payments.settings import Settings
+from streams import names
+
+
+def create_app(settings: Settings) -> faust.App:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        # Tansu holds a JoinGroup for session_timeout / 2: keep joins short.
+        broker_session_timeout=settings.broker_session_timeout_s,
+        broker_heartbeat_interval=max(1.0, settings.broker_session_timeout_s / 4),
+        producer_acks=-1,
+        producer_linger_ms=settings.producer_linger_ms,
+        processing_guarantee="at_least_once",  # see broker.md: exactly_once is not trusted
+        consumer_auto_offset_reset="earliest",
+        web_enabled=True,
+        web_host="127.0.0.1",
+        web_port=settings.worker_web_port,
+        web_in_thread=False,
+        topic_disable_leader=True,
+        table_cleanup_interval=30.0,
+    )
+
+
+@dataclass(frozen=True)
+class Topics:
+    payment_inputs: Any  # payment_initiation + gateway_results, consumed by the payment agent
+    gateway_commands: Any
+    gateway_results: Any  # for sending; consumed through payment_inputs
+    payment_status: Any
+    dead_letter: Any
+
+
+def declare_topics(app: faust.App, settings: Settings) -> Topics:
+    """Raw-bytes topics: agents decode Avro themselves so a bad record can be dead-lettered."""
+
+    def topic(*topic_names: str) -> Any:
+        return app.topic(
+            *topic_names,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.topic_partitions,
+            replicas=settings.topic_replication,
+        )
+
+    return Topics(
+        payment_inputs=topic(names.PAYMENT_INITIATION, names.GATEWAY_RESULTS),
+        gateway_commands=topic(names.GATEWAY_COMMANDS),
+        gateway_results=topic(names.GATEWAY_RESULTS),
+        payment_status=topic(names.PAYMENT_STATUS),
+        dead_letter=topic(names.DEAD_LETTER),
+    )

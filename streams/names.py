@@ -1,0 +1,20 @@
+"""Topic names: the pipeline's public contract. Pure constants, safe for the ingress to import."""
+
+from __future__ import annotations
+
+PAYMENT_INITIATION = "payment_initiation"  # PaymentRequested, from the ingress or any service
+GATEWAY_COMMANDS = "gateway_commands"  # GatewayCommand, payment agent -> executor
+GATEWAY_RESULTS = "gateway_results"  # GatewayResult, executor -> payment agent
+PAYMENT_STATUS = "payment_status"  # PaymentStatus, one per transition, for consumers
+DEAD_LETTER = "dead_letter"  # undecodable or unprocessable records, with reason headers
+
+# Every input about a payment is keyed by payment id, so these must share a partition count.
+KEYED_TOPICS = (PAYMENT_INITIATION, GATEWAY_COMMANDS, GATEWAY_RESULTS, PAYMENT_STATUS)
+ALL_TOPICS = (*KEYED_TOPICS, DEAD_LETTER)
+
+# Dead-letter headers
+DLQ_SOURCE_TOPIC = "dlq-source-topic"
+DLQ_SOURCE_PARTITION = "dlq-source-partition"
+DLQ_SOURCE_OFFSET = "dlq-source-offset"
+DLQ_ERROR_TYPE = "dlq-error-type"
+DLQ_ERROR_MESSAGE = "dlq-error-message"

@@ -1,0 +1,54 @@
+"""The Redis read model behind the ingress GET endpoints.
+
+Written by the projection agent from `payment_status` (and once by the ingress at accept
+time, with seq 0). A write only lands when its seq is newer than the stored one, so
+redelivered or reordered status records can never move a payment backwards.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+PAYMENT_KEY = "payments:payment:{}"
+IDEMPOTENCY_KEY = "payments:idem:{}"
+
+# KEYS[1] payment key; ARGV[1] seq; ARGV[2] document JSON
+SET_IF_NEWER = """
+local cur = redis.call('HGET', KEYS[1], 'seq')
+if cur and tonumber(cur) >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'doc', ARGV[2])
+return 1
+"""
+
+
+def payment_key(payment_id: str) -> str:
+    return PAYMENT_KEY.format(payment_id)
+
+
+def idempotency_key(key: str) -> str:
+    return IDEMPOTENCY_KEY.format(key)
+
+
+def document_from_status(rec: dict[str, Any], occurred_at_ms: int) -> dict[str, Any]:
+    """The public JSON view of a payment, built from a `payment_status` record."""
+    return {
+        "payment_id": rec["payment_id"],
+        "status": rec["status"],
+        "order_id": rec["order_id"],
+        "user_id": rec["user_id"],
+        "gateway": rec["gateway"],
+        "amount": rec["amount"],
+        "currency": rec["currency"],
+        "captured_amount": rec["captured_amount"],
+        "refunded_amount": rec["refunded_amount"],
+        "decline_code": rec["decline_code"],
+        "error_code": rec["error_code"],
+        "gateway_reference": rec["gateway_reference"],
+        "seq": rec["seq"],
+        "updated_at_ms": occurred_at_ms,
+    }
+
+
+def dumps(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True)

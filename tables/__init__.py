@@ -1,0 +1,1 @@
+"""Changelog-backed faust tables and typed access helpers."""

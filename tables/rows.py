@@ -1,0 +1,61 @@
+"""Payment state <-> the JSON row stored in the `payments` table. Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from domain.money import Money
+from domain.payment import CaptureMode, Payment
+from domain.status import PaymentStatus
+
+ROW_VERSION = 1
+
+
+def payment_to_row(p: Payment) -> dict[str, Any]:
+    return {
+        "v": ROW_VERSION,
+        "payment_id": p.payment_id,
+        "order_id": p.order_id,
+        "user_id": p.user_id,
+        "amount": p.amount.amount,
+        "currency": p.amount.currency,
+        "gateway": p.gateway,
+        "capture": p.capture.value,
+        "fingerprint": p.fingerprint,
+        "status": p.status.value,
+        "seq": p.seq,
+        "created_at_ms": p.created_at_ms,
+        "updated_at_ms": p.updated_at_ms,
+        "metadata": dict(p.metadata),
+        "gateway_reference": p.gateway_reference,
+        "captured_amount": p.captured_amount,
+        "refunded_amount": p.refunded_amount,
+        "decline_code": p.decline_code,
+        "error_code": p.error_code,
+        "outstanding_command": p.outstanding_command,
+        "applied_commands": list(p.applied_commands),
+    }
+
+
+def payment_from_row(row: dict[str, Any]) -> Payment:
+    return Payment(
+        payment_id=row["payment_id"],
+        order_id=row["order_id"],
+        user_id=row["user_id"],
+        amount=Money(row["amount"], row["currency"]),
+        gateway=row["gateway"],
+        capture=CaptureMode(row["capture"]),
+        fingerprint=row["fingerprint"],
+        status=PaymentStatus(row["status"]),
+        seq=row["seq"],
+        created_at_ms=row["created_at_ms"],
+        updated_at_ms=row["updated_at_ms"],
+        metadata=row.get("metadata") or {},
+        gateway_reference=row.get("gateway_reference"),
+        captured_amount=row.get("captured_amount", 0),
+        refunded_amount=row.get("refunded_amount", 0),
+        decline_code=row.get("decline_code"),
+        error_code=row.get("error_code"),
+        outstanding_command=row.get("outstanding_command"),
+        applied_commands=tuple(row.get("applied_commands") or ()),
+    )

@@ -1,0 +1,68 @@
+"""Shared fixtures: the real embedded stack (Tansu, Redis, sandbox, worker, ingress).
+
+`PAYMENTS_TEST_BACKEND=containers` (with a Docker engine) runs Kafka and Redis in
+testcontainers instead of Tansu and the embedded Redis; everything else is the same.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from payments.devstack import DevOptions, DevStack
+from payments.procs import free_port
+from payments.settings import load_settings
+
+BACKEND = os.environ.get("PAYMENTS_TEST_BACKEND", "embedded")
+
+
+@pytest.fixture(scope="session")
+def external_services() -> Iterator[tuple[str | None, str | None]]:
+    if BACKEND != "containers":
+        yield None, None
+        return
+    if shutil.which("docker") is None:
+        pytest.exit("PAYMENTS_TEST_BACKEND=containers needs a Docker engine", returncode=2)
+    from testcontainers.kafka import KafkaContainer
+    from testcontainers.redis import RedisContainer
+
+    with KafkaContainer().with_kraft() as kafka, RedisContainer() as redis:
+        host = redis.get_container_host_ip()
+        port = redis.get_exposed_port(6379)
+        yield kafka.get_bootstrap_server(), f"redis://{host}:{port}/0"
+
+
+def start_stack(state_dir: Path, external: tuple[str | None, str | None]) -> DevStack:
+    kafka, redis = external
+    opts = DevOptions(
+        state_dir=state_dir,
+        external_kafka=kafka,
+        external_redis=redis,
+        kafka_port=free_port(),
+        redis_port=free_port(),
+        sandbox_port=free_port(),
+        worker_web_port=free_port(),
+        ingress_port=free_port(),
+    )
+    stack = DevStack(load_settings(), opts)
+    try:
+        stack.start()
+    except Exception:
+        stack.stop()
+        raise
+    return stack
+
+
+@pytest.fixture(scope="session")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, external_services: tuple[str | None, str | None]
+) -> Iterator[DevStack]:
+    s = start_stack(tmp_path_factory.mktemp("stack"), external_services)
+    try:
+        yield s
+    finally:
+        s.stop()

@@ -1,0 +1,54 @@
+"""Small helpers for tests that drive the real stack over HTTP and Kafka."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import httpx
+
+from domain.status import SETTLED
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+
+
+def payment_body(token: str = "pm_card_visa", **over: Any) -> dict[str, Any]:
+    body = {
+        "order_id": f"o-{uuid.uuid4().hex[:8]}",
+        "user_id": "u-1",
+        "amount": 1000,
+        "currency": "USD",
+        "gateway": "stripe",
+        "payment_method": {"type": "card", "token": token},
+    }
+    return body | over
+
+
+def post_payment(
+    client: httpx.Client, body: dict[str, Any], key: str | None = None
+) -> httpx.Response:
+    return client.post(
+        "/v1/payments", json=body, headers={"Idempotency-Key": key or uuid.uuid4().hex}
+    )
+
+
+def wait_settled(client: httpx.Client, payment_id: str, timeout_s: float = 30) -> dict[str, Any]:
+    """Poll GET until the payment has an answer (or stays in requires_action)."""
+    deadline = time.monotonic() + timeout_s
+    doc: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        r = client.get(f"/v1/payments/{payment_id}")
+        if r.status_code == 200:
+            doc = r.json()
+            if doc["status"] in {s.value for s in SETTLED} | {"requires_action"}:
+                return doc
+        time.sleep(0.05)
+    raise AssertionError(f"{payment_id} not settled after {timeout_s}s: {doc}")
+
+
+def avro_schema(name: str) -> Any:
+    return fastavro.parse_schema(json.loads((SCHEMAS / f"{name}.avsc").read_text()))
