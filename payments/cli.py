@@ -82,7 +82,7 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
     app = create_app(SandboxConfig(latency_ms=args.latency_ms))
     uvicorn.run(
         app,
-        host="127.0.0.1",
+        host=args.host,
         port=args.port,
         log_level="warning",
         access_log=False,
@@ -128,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("ingress", help="run the HTTP ingress (uvicorn)").set_defaults(func=cmd_ingress)
 
     sb = sub.add_parser("sandbox", help="run the local gateway sandbox")
+    sb.add_argument("--host", default="127.0.0.1")
     sb.add_argument("--port", type=int, default=8100)
     sb.add_argument("--latency-ms", type=int, default=0)
     sb.set_defaults(func=cmd_sandbox)

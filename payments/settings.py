@@ -56,7 +56,6 @@ class Settings(BaseSettings):
     sandbox_url: str = "http://127.0.0.1:8100"
     stripe_api_base: str | None = None  # defaults to {sandbox_url}/stripe
     stripe_api_key: SecretStr = SecretStr("sk_test_sandbox")
-    stripe_webhook_secret: SecretStr = SecretStr("whsec_sandbox")
 
     log_level: str = "INFO"
 

@@ -1,0 +1,35 @@
+# Each target sets itself up: a virtualenv in .venv, the project and its dev tools installed.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test lint typecheck unit clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+## run: the whole pipeline on its embedded default (Tansu, Redis, sandbox, worker, ingress)
+run: $(STAMP)
+	$(BIN)/payments dev
+
+## test: lint, type-check, then every test (unit + against the real embedded stack)
+test: lint typecheck
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+## unit: the pure tests only; no services
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+clean:
+	rm -rf $(VENV) .payments .pytest_cache .mypy_cache .ruff_cache *.egg-info

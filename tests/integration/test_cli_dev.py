@@ -1,0 +1,77 @@
+"""`payments dev`, the README's run command, as a user runs it: a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from payments.procs import free_port
+
+pytestmark = pytest.mark.stack
+
+
+def dev_command(state: Path, ingress_port: int, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "payments.cli", "dev", "--state-dir", str(state),
+        "--kafka-port", str(free_port()), "--redis-port", str(free_port()),
+        "--sandbox-port", str(free_port()), "--worker-web-port", str(free_port()),
+        "--ingress-port", str(ingress_port), *extra,
+    ]  # fmt: skip
+
+
+def test_dev_serves_picks_a_free_port_and_stops_with_no_orphans(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        proc = subprocess.Popen(
+            dev_command(tmp_path, busy), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        try:
+            endpoints_file = tmp_path / "endpoints.json"
+            deadline = time.monotonic() + 90
+            while not endpoints_file.exists():
+                assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+                assert time.monotonic() < deadline, "payments dev not serving after 90 s"
+                time.sleep(0.2)
+            endpoints = json.loads(endpoints_file.read_text())
+            assert set(endpoints) >= {"ingress_url", "kafka_bootstrap", "redis_url", "sandbox_url"}
+            assert not endpoints["ingress_url"].endswith(f":{busy}")
+            assert httpx.get(f"{endpoints['ingress_url']}/readyz").status_code == 200
+            children = psutil.Process(proc.pid).children(recursive=True)
+            names = " ".join(" ".join(c.cmdline()) for c in children)
+            for part in ("tansu", "redis-server", "sandbox", "worker", "ingress"):
+                assert part in names
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=60)
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert f"ingress port {busy} is taken; using" in text
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"orphans left: {alive}"
+
+
+def test_dev_strict_ports_fails_clearly_and_starts_nothing(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        result = subprocess.run(
+            dev_command(tmp_path, busy, "--strict-ports"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"ingress port {busy} is taken" in result.stderr
+    assert not (tmp_path / "endpoints.json").exists()
