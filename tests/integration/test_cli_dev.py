@@ -57,7 +57,7 @@ def test_dev_serves_picks_a_free_port_and_stops_with_no_orphans(tmp_path: Path) 
     text = out.decode()
     assert proc.returncode == 0, text
     assert f"ingress port {busy} is taken; using" in text
-    gone, alive = psutil.wait_procs(children, timeout=10)
+    _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, f"orphans left: {alive}"
 
 

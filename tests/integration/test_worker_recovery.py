@@ -21,7 +21,9 @@ def digest(stack: DevStack) -> dict:
 def test_worker_restart_recovers_the_payments_table_exactly(stack: DevStack) -> None:
     client = httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=15)
     tokens = ["pm_card_visa", "pm_card_chargeDeclined", "pm_card_authenticationRequired"]
-    ids = [post_payment(client, payment_body(tokens[i % 3])).json()["payment_id"] for i in range(30)]
+    ids = [
+        post_payment(client, payment_body(tokens[i % 3])).json()["payment_id"] for i in range(30)
+    ]
     for pid in ids:
         wait_settled(client, pid)
     before = digest(stack)
