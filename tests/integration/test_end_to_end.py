@@ -180,3 +180,46 @@ def test_health_readiness_and_openapi(client: httpx.Client) -> None:
     assert ready.status_code == 200 and ready.json()["checks"] == {"broker": True, "redis": True}
     spec = client.get("/openapi.json").json()
     assert "/v1/payments" in spec["paths"] and "CreatePayment" in spec["components"]["schemas"]
+
+
+async def _produce_garbage_then_read_dead_letter(bootstrap: str, marker: bytes) -> dict[str, bytes]:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(names.PAYMENT_INITIATION, b"\x00garbage" + marker, key=marker)
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(
+        names.DEAD_LETTER,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=f"test-{uuid.uuid4().hex}",
+        fetch_max_wait_ms=10,
+    )
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for r in records:
+                    if r.key == marker:
+                        return {k: bytes(v) for k, v in r.headers}
+    finally:
+        await consumer.stop()
+    raise AssertionError("poison record never reached dead_letter")
+
+
+def test_poison_message_goes_to_dead_letter_and_the_pipeline_keeps_flowing(
+    stack: DevStack, client: httpx.Client
+) -> None:
+    marker = uuid.uuid4().hex.encode()
+    headers = asyncio.run(
+        _produce_garbage_then_read_dead_letter(stack.endpoints["kafka_bootstrap"], marker)
+    )
+    assert headers[names.DLQ_SOURCE_TOPIC] == names.PAYMENT_INITIATION.encode()
+    assert headers[names.DLQ_ERROR_TYPE] == b"SerializationError"
+    assert int(headers[names.DLQ_SOURCE_OFFSET]) >= 0
+    r = post_payment(client, payment_body("pm_card_visa"))
+    assert wait_settled(client, r.json()["payment_id"])["status"] == "succeeded"
