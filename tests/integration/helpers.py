@@ -10,6 +10,7 @@ from typing import Any
 
 import fastavro
 import httpx
+from aiokafka import AIOKafkaConsumer
 
 from domain.status import SETTLED
 
@@ -48,6 +49,17 @@ def wait_settled(client: httpx.Client, payment_id: str, timeout_s: float = 30) -
                 return doc
         time.sleep(0.05)
     raise AssertionError(f"{payment_id} not settled after {timeout_s}s: {doc}")
+
+
+def fresh_consumer(bootstrap: str, topic: str) -> AIOKafkaConsumer:
+    """A consumer in a group of its own, reading `topic` from the start."""
+    return AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=f"test-{uuid.uuid4().hex}",
+        fetch_max_wait_ms=10,
+    )
 
 
 def avro_schema(name: str) -> Any:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -28,11 +30,17 @@ def dev_command(state: Path, ingress_port: int, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def test_dev_serves_picks_a_free_port_and_stops_with_no_orphans(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def taken_port() -> Iterator[int]:
+    """A loopback port some other program is listening on."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        busy = taken.getsockname()[1]
+        yield taken.getsockname()[1]
+
+
+def test_dev_serves_picks_a_free_port_and_stops_with_no_orphans(tmp_path: Path) -> None:
+    with taken_port() as busy:
         proc = subprocess.Popen(
             dev_command(tmp_path, busy), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
@@ -62,10 +70,7 @@ def test_dev_serves_picks_a_free_port_and_stops_with_no_orphans(tmp_path: Path) 
 
 
 def test_dev_strict_ports_fails_clearly_and_starts_nothing(tmp_path: Path) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        busy = taken.getsockname()[1]
+    with taken_port() as busy:
         result = subprocess.run(
             dev_command(tmp_path, busy, "--strict-ports"),
             capture_output=True,

@@ -12,11 +12,16 @@ from typing import Any
 import fastavro
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from payments.devstack import DevStack
 from streams import names
-from tests.integration.helpers import avro_schema, payment_body, post_payment, wait_settled
+from tests.integration.helpers import (
+    avro_schema,
+    fresh_consumer,
+    payment_body,
+    post_payment,
+    wait_settled,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -29,13 +34,7 @@ def client(stack: DevStack) -> httpx.Client:
 async def read_status_records(bootstrap: str, payment_ids: set[str], timeout_s: float = 20):
     """Every payment_status record for `payment_ids`, decoded with the .avsc file itself."""
     schema = avro_schema("payment_status")
-    consumer = AIOKafkaConsumer(
-        names.PAYMENT_STATUS,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        group_id=f"test-{uuid.uuid4().hex}",
-        fetch_max_wait_ms=10,
-    )
+    consumer = fresh_consumer(bootstrap, names.PAYMENT_STATUS)
     await consumer.start()
     found: dict[str, list[dict[str, Any]]] = defaultdict(list)
     try:
@@ -191,13 +190,7 @@ async def _produce_garbage_then_read_dead_letter(bootstrap: str, marker: bytes) 
         await producer.send_and_wait(names.PAYMENT_INITIATION, b"\x00garbage" + marker, key=marker)
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(
-        names.DEAD_LETTER,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        group_id=f"test-{uuid.uuid4().hex}",
-        fetch_max_wait_ms=10,
-    )
+    consumer = fresh_consumer(bootstrap, names.DEAD_LETTER)
     await consumer.start()
     try:
         deadline = time.monotonic() + 20
