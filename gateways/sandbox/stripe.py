@@ -9,7 +9,6 @@ the adapter fails here rather than in production.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -24,12 +23,16 @@ from enum import StrEnum
 from typing import Any, TypeAlias
 from urllib.parse import parse_qsl
 
+import stripe
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gateways.sandbox import cards
+from gateways.sandbox.config import SandboxConfig
+from gateways.sandbox.faults import Faults, InjectedFault
 from gateways.sandbox.ledger import IdempotencyStore, Ledger, LedgerKind
+from gateways.sandbox.webhooks import WebhookSender
 
 __all__ = ["PaymentIntent", "PaymentIntentStatus", "Refund", "StripeSandbox", "parse_form"]
 
@@ -43,6 +46,7 @@ Params: TypeAlias = dict[str, FormValue]
 JSON: TypeAlias = dict[str, Any]
 Handler: TypeAlias = Callable[[Request, Params], JSON]
 
+API_VERSION = "2026-10-28.endive"
 MAX_AMOUNT = 99_999_999  # Stripe's ceiling for most currencies, in minor units
 _ID_ALPHABET = string.ascii_letters + string.digits
 _BRACKETS = re.compile(r"\[([^\[\]]*)\]")
@@ -412,11 +416,28 @@ class StripeSandbox:
     """State and routes of the emulated Stripe account (one account: every test key shares it)."""
 
     def __init__(
-        self, *, ledger: Ledger, idempotency: IdempotencyStore, latency_ms: int = 0
+        self,
+        *,
+        ledger: Ledger,
+        idempotency: IdempotencyStore,
+        faults: Faults,
+        webhooks: WebhookSender,
+        config: SandboxConfig,
     ) -> None:
         self._ledger = ledger
         self._idempotency = idempotency
-        self._latency_s = latency_ms / 1000
+        self._faults = faults
+        self._webhooks = webhooks
+        secret = config.stripe_webhook_secret
+        webhooks.register(
+            GATEWAY,
+            url=config.webhook_url(GATEWAY),
+            sign=lambda body: {
+                "Stripe-Signature": stripe.WebhookSignature.generate_signature_header(
+                    body.decode(), secret
+                )
+            },
+        )
         self.payment_intents: dict[str, PaymentIntent] = {}
         self.refunds: dict[str, Refund] = {}
 
@@ -447,14 +468,22 @@ class StripeSandbox:
         ]
 
     def control_routes(self) -> list[BaseRoute]:
-        """Test-only levers that Stripe itself would pull (settlements, 3DS results)."""
-        return [Route("/payment_intents/{intent}/settle", self._settle, methods=["POST"])]
+        """Test-only levers that Stripe itself would pull (settlements, 3DS results, disputes)."""
+        return [
+            Route("/payment_intents/{intent}/settle", self._settle, methods=["POST"]),
+            Route("/payment_intents/{intent}/dispute", self._dispute, methods=["POST"]),
+        ]
 
     # --- request pipeline: latency, auth, parsing, idempotency --------------------------
 
     def _endpoint(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            return await self._handle(request, handler)
+            try:
+                return await self._handle(request, handler)
+            except InjectedFault as fault:
+                error = {"type": "api_error", "message": f"Sandbox fault: {fault.kind}."}
+                headers = {"Request-Id": new_id("req", 14)}
+                return _respond(fault.status, _json_bytes({"error": error}), headers)
 
         return endpoint
 
@@ -477,6 +506,7 @@ class StripeSandbox:
         if key is None:
             await self._pause()
             status, body, _ = self._execute(handler, request, params)
+            await self._faults.after(GATEWAY)
             return _respond(status, body, headers)
 
         headers["Idempotency-Key"] = key
@@ -501,7 +531,8 @@ class StripeSandbox:
             status, body, persist = self._execute(handler, request, params)
             if persist:
                 self._idempotency.put(scope, fingerprint=fingerprint, status=status, body=body)
-            return _respond(status, body, headers)
+        await self._faults.after(GATEWAY)  # the work is done; the answer may still be lost
+        return _respond(status, body, headers)
 
     @staticmethod
     def _execute(handler: Handler, request: Request, params: Params) -> tuple[int, bytes, bool]:
@@ -513,8 +544,38 @@ class StripeSandbox:
             return exc.status, _json_bytes({"error": exc.error}), exc.persist
 
     async def _pause(self) -> None:
-        if self._latency_s > 0:
-            await asyncio.sleep(self._latency_s)
+        """Injected latency, errors, timeouts and outages (see `faults.py`)."""
+        await self._faults.before(GATEWAY)
+
+    # --- webhooks -------------------------------------------------------------------------
+
+    def _event(self, event_type: str, obj: JSON) -> None:
+        event_id = new_id("evt")
+        event = {
+            "id": event_id,
+            "object": "event",
+            "api_version": API_VERSION,
+            "created": int(time.time()),
+            "livemode": False,
+            "pending_webhooks": 1,
+            "type": event_type,
+            "data": {"object": obj},
+        }
+        self._webhooks.emit(GATEWAY, event, event_id=event_id, event_type=event_type)
+
+    def _charge_json(self, pi: PaymentIntent) -> JSON:
+        return {
+            "id": pi.latest_charge,
+            "object": "charge",
+            "amount": pi.amount,
+            "amount_captured": pi.amount_received,
+            "amount_refunded": pi.amount_refunded,
+            "currency": pi.currency,
+            "metadata": dict(pi.metadata),
+            "payment_intent": pi.id,
+            "refunded": pi.amount_refunded >= pi.amount_received > 0,
+            "status": "succeeded",
+        }
 
     # --- PaymentIntents -----------------------------------------------------------------
 
@@ -597,6 +658,7 @@ class StripeSandbox:
         if released:
             # A partial capture releases the rest of the authorization for good.
             self._record(pi, LedgerKind.VOID, released)
+        self._event("payment_intent.succeeded", pi.to_json())
         return pi.to_json()
 
     def _cancel_intent(self, request: Request, params: Params) -> JSON:
@@ -612,6 +674,7 @@ class StripeSandbox:
         pi.next_action = None
         pi.cancellation_reason = reason
         pi.canceled_at = int(time.time())
+        self._event("payment_intent.canceled", pi.to_json())
         return pi.to_json()
 
     # --- Refunds ------------------------------------------------------------------------
@@ -653,6 +716,9 @@ class StripeSandbox:
         pi.amount_refunded += amount
         self.refunds[refund.id] = refund
         self._record(pi, LedgerKind.REFUND, amount, object_id=refund.id)
+        charged = self._charge_json(pi)
+        charged["refunds"] = {"object": "list", "data": [refund.to_json()]}
+        self._event("charge.refunded", charged)
         return refund.to_json()
 
     def _retrieve_refund(self, request: Request, params: Params) -> JSON:
@@ -702,11 +768,13 @@ class StripeSandbox:
             case cards.Outcome.REQUIRES_ACTION:
                 pi.status = _S.REQUIRES_ACTION
                 pi.next_action = {"type": "use_stripe_sdk", "use_stripe_sdk": {}}
+                self._event("payment_intent.requires_action", pi.to_json())
             case cards.Outcome.PROCESSING:
                 pi.status = _S.PROCESSING
+                self._event("payment_intent.processing", pi.to_json())
             case cards.Outcome.DECLINE:
                 error = _decline_error(token, card.code, card.decline_code, card.message)
-                _fail(pi, error)
+                self._fail(pi, error)
                 raise StripeApiError(402, {**error, "payment_intent": pi.to_json()})
 
     def _authorize(self, pi: PaymentIntent) -> None:
@@ -716,10 +784,12 @@ class StripeSandbox:
             pi.status = _S.REQUIRES_CAPTURE
             pi.amount_capturable = pi.amount
             self._record(pi, LedgerKind.AUTHORIZATION, pi.amount)
+            self._event("payment_intent.amount_capturable_updated", pi.to_json())
         else:
             pi.status = _S.SUCCEEDED
             pi.amount_received = pi.amount
             self._record(pi, LedgerKind.CAPTURE, pi.amount)
+            self._event("payment_intent.succeeded", pi.to_json())
 
     def _record(
         self, pi: PaymentIntent, kind: LedgerKind, amount: int, *, object_id: str | None = None
@@ -741,7 +811,42 @@ class StripeSandbox:
             raise _no_such("payment_intent", intent_id, param="intent", status=404)
         return pi
 
+    def _fail(self, pi: PaymentIntent, error: JSON) -> None:
+        # Stripe detaches a failed method: the customer must supply another one.
+        pi.status = _S.REQUIRES_PAYMENT_METHOD
+        pi.payment_method = None
+        pi.last_payment_error = error
+        self._event("payment_intent.payment_failed", pi.to_json())
+
     # --- control --------------------------------------------------------------------------
+
+    async def _dispute(self, request: Request) -> Response:
+        """The cardholder disputes a captured charge: `charge.dispute.created`."""
+        headers = {"Request-Id": new_id("req", 14)}
+        try:
+            pi = self._intent(request)
+            if pi.amount_received == 0:
+                raise _error(
+                    "Only a captured charge can be disputed.", code="charge_not_disputable"
+                )
+        except StripeApiError as exc:
+            return _respond(exc.status, _json_bytes({"error": exc.error}), headers)
+        dispute = {
+            "id": new_id("dp"),
+            "object": "dispute",
+            "amount": pi.amount_received,
+            "charge": pi.latest_charge,
+            "currency": pi.currency,
+            "payment_intent": pi.id,
+            "reason": "fraudulent",
+            "status": "needs_response",
+            "created": int(time.time()),
+            # Real disputes carry their own (empty) metadata; the sandbox copies the
+            # payment's so the ingress can key the event without a lookup.
+            "metadata": dict(pi.metadata),
+        }
+        self._event("charge.dispute.created", dispute)
+        return _respond(200, _json_bytes(dispute), headers)
 
     async def _settle(self, request: Request) -> Response:
         """Finish a `processing` (or `requires_action`) intent as the network or 3DS would."""
@@ -757,19 +862,12 @@ class StripeSandbox:
             if outcome == "succeeded":
                 self._authorize(pi)
             elif pi.status is _S.REQUIRES_ACTION:
-                _fail(pi, _authentication_error(pi.payment_method))
+                self._fail(pi, _authentication_error(pi.payment_method))
             else:
-                _fail(pi, _decline_error(pi.payment_method))
+                self._fail(pi, _decline_error(pi.payment_method))
         except StripeApiError as exc:
             return _respond(exc.status, _json_bytes({"error": exc.error}), headers)
         return _respond(200, _json_bytes(pi.to_json()), headers)
-
-
-def _fail(pi: PaymentIntent, error: JSON) -> None:
-    # Stripe detaches a failed method: the customer must supply another one.
-    pi.status = _S.REQUIRES_PAYMENT_METHOD
-    pi.payment_method = None
-    pi.last_payment_error = error
 
 
 def _card(token: str) -> cards.CardBehaviour:
