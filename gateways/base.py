@@ -22,12 +22,14 @@ __all__ = [
     "CancelRequest",
     "CaptureRequest",
     "CardDetails",
+    "EventKind",
     "Gateway",
     "GatewayResult",
     "NotSupported",
     "RefundRequest",
     "RefundResult",
     "RefundStatus",
+    "WebhookEffect",
 ]
 
 
@@ -105,6 +107,29 @@ class RefundResult:
     refund_reference: str
     amount: int
     provider_status: str
+
+
+class EventKind(StrEnum):
+    PAYMENT = "payment"
+    REFUND = "refund"
+    DISPUTE = "dispute"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEffect:
+    """What one verified gateway webhook says, in our terms.
+
+    Each adapter module exposes `interpret_event(event_type, payload) -> WebhookEffect | None`
+    (None: an event type we do not act on) and `HANDLED_EVENTS`, the types it maps.
+    """
+
+    kind: EventKind
+    status: PaymentStatus | None = None  # the payment status the event reports
+    refund_status: RefundStatus | None = None
+    gateway_reference: str | None = None  # the gateway's payment object (pi_..., order, payment)
+    refund_reference: str | None = None
+    amount: int | None = None  # captured amount (payment) or refunded amount (refund), minor units
+    decline_code: str | None = None
 
 
 @runtime_checkable

@@ -1,0 +1,1 @@
+"""Webhook signature verification and normalisation, one module per gateway."""
