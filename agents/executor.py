@@ -28,7 +28,7 @@ from domain.errors import (
     GatewayUnavailable,
     SerializationError,
 )
-from domain.payment import GatewayCommand, GatewayOutcome, Operation
+from domain.payment import CardSummary, GatewayCommand, GatewayOutcome, Operation
 from domain.status import PaymentStatus
 from gateways.base import AuthorizeRequest, Gateway, GatewayResult
 from gateways.registry import lookup
@@ -93,6 +93,7 @@ async def execute(gateways: dict[str, Gateway], cmd: GatewayCommand) -> GatewayO
             captured_amount=result.captured_amount,
             decline_code=result.decline_code,
             error_code=result.error_code,
+            card=_summary(result),
         )
     except GatewayDeclined as exc:
         return outcome(
@@ -113,6 +114,15 @@ async def execute(gateways: dict[str, Gateway], cmd: GatewayCommand) -> GatewayO
         return outcome(
             PaymentStatus.UNKNOWN, error_code="internal_error", error_message=type(exc).__name__
         )
+
+
+def _summary(result: GatewayResult) -> CardSummary | None:
+    card = result.card
+    if card is None or not (card.brand or card.last4):
+        return None
+    return CardSummary(
+        brand=card.brand, last4=card.last4, exp_month=card.exp_month, exp_year=card.exp_year
+    )
 
 
 def register(

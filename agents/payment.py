@@ -9,6 +9,7 @@ dedupes. Saving first could lose a command, which would lose a payment.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -16,13 +17,15 @@ import faust
 
 from agents.dead_letter import send_to_dead_letter
 from domain.errors import PaymentError, SerializationError
-from domain.payment import Decision, Input, decide
+from domain.payment import Decision, GatewayNotice, Input, NoticeKind, decide
+from gateways.registry import interpret
 from schemas import codec, decode
 from schemas.records import (
     command_to_record,
     outcome_from_record,
     payment_requested_from_record,
     status_record,
+    to_ms,
 )
 from streams import names
 from streams.app import Topics
@@ -35,12 +38,39 @@ _COMMAND = codec("gateway_command")
 _STATUS = codec("payment_status")
 
 
+class UnhandledEvent(Exception):
+    """A verified webhook of a type we do not act on: counted and skipped, not an error."""
+
+
 def decode_input(topic: str, value: bytes | None, headers: dict[str, bytes]) -> Input:
     if topic == names.PAYMENT_INITIATION:
         return payment_requested_from_record(decode("payment_requested", value, headers))
     if topic == names.GATEWAY_RESULTS:
         return outcome_from_record(decode("gateway_result", value, headers))
+    if topic == names.GATEWAY_EVENTS:
+        return notice_from_event(decode("gateway_event", value, headers))
     raise SerializationError(f"payment agent does not read topic {topic!r}")
+
+
+def notice_from_event(rec: dict[str, Any]) -> GatewayNotice:
+    try:
+        payload = json.loads(rec["payload"])
+    except (ValueError, TypeError) as exc:
+        raise SerializationError(f"gateway event payload is not JSON: {exc}") from exc
+    effect = interpret(rec["gateway"], rec["event_type"], payload)
+    if effect is None:
+        raise UnhandledEvent(f"{rec['gateway']} {rec['event_type']}")
+    return GatewayNotice(
+        payment_id=rec["payment_id"],
+        event_id=f"{rec['gateway']}:{rec['event_id']}",
+        event_type=rec["event_type"],
+        kind=NoticeKind(effect.kind.value),
+        status=effect.status,
+        occurred_at_ms=to_ms(rec["occurred_at"]),
+        gateway_reference=effect.gateway_reference,
+        amount=effect.amount,
+        decline_code=effect.decline_code,
+    )
 
 
 def register(app: faust.App, topics: Topics, tables: Tables) -> Any:
@@ -68,6 +98,9 @@ def register(app: faust.App, topics: Topics, tables: Tables) -> Any:
                 row = payments.get(item.payment_id)
                 state = payment_from_row(row) if row is not None else None
                 decision = decide(state, item)
+            except UnhandledEvent as unhandled:
+                log.info("unhandled webhook type, skipped: %s", unhandled)
+                continue
             except (SerializationError, PaymentError) as exc:
                 await send_to_dead_letter(topics.dead_letter, event, exc)
                 continue

@@ -35,6 +35,16 @@ class Source(StrEnum):
     JANITOR = "janitor"
 
 
+@dataclass(frozen=True, slots=True)
+class CardSummary:
+    """All we ever keep of a card: never its number."""
+
+    brand: str | None = None
+    last4: str | None = None
+    exp_month: int | None = None
+    exp_year: int | None = None
+
+
 # --- inputs -----------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class PaymentRequested:
@@ -64,9 +74,32 @@ class GatewayOutcome:
     decline_code: str | None = None
     error_code: str | None = None
     error_message: str | None = None
+    card: CardSummary | None = None
 
 
-Input = PaymentRequested | GatewayOutcome
+class NoticeKind(StrEnum):
+    PAYMENT = "payment"
+    REFUND = "refund"
+    DISPUTE = "dispute"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayNotice:
+    """What a verified webhook (or a status poll) says about a payment, in our terms."""
+
+    payment_id: str
+    event_id: str  # the gateway's event id: a redelivery carries the same one
+    event_type: str
+    kind: NoticeKind
+    status: PaymentStatus | None
+    occurred_at_ms: int
+    source: Source = Source.WEBHOOK
+    gateway_reference: str | None = None
+    amount: int | None = None
+    decline_code: str | None = None
+
+
+Input = PaymentRequested | GatewayOutcome | GatewayNotice
 
 
 # --- outputs ----------------------------------------------------------------
@@ -115,7 +148,9 @@ class Payment:
     decline_code: str | None = None
     error_code: str | None = None
     outstanding_command: str | None = None
-    applied_commands: tuple[str, ...] = ()  # recent "command_id=status" pairs applied
+    card: CardSummary | None = None
+    # Recently applied inputs ("<command_id>=<status>" or "evt:<event id>"), to spot redeliveries.
+    recent_inputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +173,9 @@ def command_id(payment_id: str, operation: Operation, attempt: int = 1) -> str:
 def decide(state: Payment | None, event: Input) -> Decision:
     if isinstance(event, PaymentRequested):
         return _on_request(state, event)
-    return _on_outcome(state, event)
+    if isinstance(event, GatewayOutcome):
+        return _on_outcome(state, event)
+    return _on_notice(state, event)
 
 
 def _on_request(state: Payment | None, req: PaymentRequested) -> Decision:
@@ -190,37 +227,103 @@ def _on_request(state: Payment | None, req: PaymentRequested) -> Decision:
 def _on_outcome(state: Payment | None, out: GatewayOutcome) -> Decision:
     if state is None:
         return Decision(None, ignored="unknown_payment")
-    if _outcome_key(out) in state.applied_commands:
+    key = f"{out.command_id}={out.status.value}"
+    if key in state.recent_inputs:
         return Decision(state, ignored="duplicate_outcome")
-    if out.status == state.status:
-        return Decision(state, ignored="no_change")
-    if not can_move(state.status, out.status):
-        return Decision(state, ignored=f"regressive:{state.status.value}->{out.status.value}")
-    captured = state.captured_amount
-    if out.status is PaymentStatus.SUCCEEDED:
-        captured = out.captured_amount or state.amount.amount
     outstanding = state.outstanding_command
     if out.command_id == outstanding and out.status not in _STILL_WAITING:
         outstanding = None
+    return _advance(
+        state,
+        key=key,
+        status=out.status,
+        source=Source.GATEWAY,
+        occurred_at_ms=out.occurred_at_ms,
+        gateway_reference=out.gateway_reference,
+        captured_amount=out.captured_amount,
+        decline_code=out.decline_code,
+        error_code=out.error_code,
+        outstanding=outstanding,
+        card=out.card,
+    )
+
+
+def _on_notice(state: Payment | None, notice: GatewayNotice) -> Decision:
+    if state is None:
+        return Decision(None, ignored="unknown_payment")
+    key = f"evt:{notice.event_id}"
+    if key in state.recent_inputs:
+        return Decision(state, ignored="duplicate_event")
+    if notice.kind is NoticeKind.REFUND:
+        # Refunds are applied from refund requests and their results, not from news alone.
+        return Decision(state, ignored="refund_event_not_tracked")
+    if notice.status is None:
+        return Decision(state, ignored="no_status")
+    return _advance(
+        state,
+        key=key,
+        status=notice.status,
+        source=notice.source,
+        occurred_at_ms=notice.occurred_at_ms,
+        gateway_reference=notice.gateway_reference,
+        captured_amount=notice.amount or 0,
+        decline_code=notice.decline_code,
+        error_code=_error_for_decline(notice.decline_code),
+        outstanding=state.outstanding_command,
+    )
+
+
+def _error_for_decline(decline_code: str | None) -> str | None:
+    if decline_code is None:
+        return None
+    return "insufficient_funds" if decline_code == "insufficient_funds" else "card_declined"
+
+
+def _advance(
+    state: Payment,
+    *,
+    key: str,
+    status: PaymentStatus,
+    source: Source,
+    occurred_at_ms: int,
+    gateway_reference: str | None,
+    captured_amount: int,
+    decline_code: str | None,
+    error_code: str | None,
+    outstanding: str | None,
+    card: CardSummary | None = None,
+) -> Decision:
+    """Move to `status` if that is forward; otherwise record why not."""
+    if status == state.status:
+        return Decision(state, ignored="no_change")
+    if not can_move(state.status, status):
+        return Decision(state, ignored=f"regressive:{state.status.value}->{status.value}")
+    captured = state.captured_amount
+    if status is PaymentStatus.SUCCEEDED:
+        captured = captured_amount or state.amount.amount
+    elif status is PaymentStatus.DISPUTED and not captured:
+        captured = captured_amount or state.amount.amount  # disputed, so it was captured
+    failed = status is PaymentStatus.FAILED
     new = dataclasses.replace(
         state,
-        status=out.status,
+        status=status,
         seq=state.seq + 1,
-        updated_at_ms=max(state.updated_at_ms, out.occurred_at_ms),
-        gateway_reference=out.gateway_reference or state.gateway_reference,
+        updated_at_ms=max(state.updated_at_ms, occurred_at_ms),
+        gateway_reference=gateway_reference or state.gateway_reference,
         captured_amount=captured,
-        decline_code=out.decline_code if out.status is PaymentStatus.FAILED else state.decline_code,
-        error_code=out.error_code if out.status is PaymentStatus.FAILED else state.error_code,
+        decline_code=decline_code if failed else state.decline_code,
+        error_code=error_code if failed else state.error_code,
         outstanding_command=outstanding,
-        applied_commands=_remember(state.applied_commands, _outcome_key(out)),
+        card=card or state.card,
+        recent_inputs=_remember(state.recent_inputs, key),
     )
     change = StatusChange(
         payment_id=state.payment_id,
         seq=new.seq,
         status=new.status,
         previous_status=state.status,
-        source=Source.GATEWAY,
-        occurred_at_ms=out.occurred_at_ms,
+        source=source,
+        occurred_at_ms=occurred_at_ms,
     )
     return Decision(new, changes=(change,))
 
@@ -231,12 +334,8 @@ _STILL_WAITING = frozenset(
 )
 
 
-def _outcome_key(out: GatewayOutcome) -> str:
-    return f"{out.command_id}={out.status.value}"
-
-
 def _remember(applied: tuple[str, ...], key: str) -> tuple[str, ...]:
-    """Keep the last few applied (command, status) pairs: enough to spot redeliveries."""
+    """Keep the last few applied inputs: enough to spot redeliveries of recent news."""
     if key in applied:
         return applied
     return (*applied, key)[-16:]

@@ -30,7 +30,9 @@ SETTLED: frozenset[PaymentStatus] = frozenset(
 )
 
 _BEFORE_OUTCOME = {S.REQUIRES_ACTION, S.PROCESSING, S.UNKNOWN}
-_OUTCOMES = {S.AUTHORIZED, S.SUCCEEDED, S.FAILED, S.CANCELED}
+# A dispute implies a capture, and gateways do not deliver webhooks in order: news of a
+# dispute may come before news of the capture, so it is reachable from every open state.
+_OUTCOMES = {S.AUTHORIZED, S.SUCCEEDED, S.FAILED, S.CANCELED, S.DISPUTED}
 
 ALLOWED: dict[PaymentStatus, frozenset[PaymentStatus]] = {
     S.PENDING: frozenset(_BEFORE_OUTCOME | _OUTCOMES),
@@ -39,7 +41,7 @@ ALLOWED: dict[PaymentStatus, frozenset[PaymentStatus]] = {
     S.UNKNOWN: frozenset({S.REQUIRES_ACTION, S.PROCESSING} | _OUTCOMES),
     S.REQUIRES_ACTION: frozenset({S.PROCESSING} | _OUTCOMES),
     S.PROCESSING: frozenset(_OUTCOMES),
-    S.AUTHORIZED: frozenset({S.SUCCEEDED, S.CANCELED, S.FAILED}),
+    S.AUTHORIZED: frozenset({S.SUCCEEDED, S.CANCELED, S.FAILED, S.DISPUTED}),
     S.SUCCEEDED: frozenset({S.PARTIALLY_REFUNDED, S.REFUNDED, S.DISPUTED}),
     S.PARTIALLY_REFUNDED: frozenset({S.PARTIALLY_REFUNDED, S.REFUNDED, S.DISPUTED}),
     S.REFUNDED: frozenset({S.DISPUTED}),

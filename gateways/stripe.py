@@ -7,6 +7,7 @@ of 2-4 ms, which is the difference between hundreds and thousands of calls per s
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -27,10 +28,12 @@ from gateways.base import (
     CancelRequest,
     CaptureRequest,
     CardDetails,
+    EventKind,
     GatewayResult,
     RefundRequest,
     RefundResult,
     RefundStatus,
+    WebhookEffect,
 )
 
 # Every PaymentIntent status Stripe documents, mapped. A test enumerates them.
@@ -76,6 +79,7 @@ class StripeGateway:
             "payment_method": req.method_token,
             "payment_method_types": ["card"],
             "confirm": True,
+            "expand": ["payment_method"],  # for brand, last4 and expiry; never the number
             "capture_method": "manual" if req.capture is CaptureMode.MANUAL else "automatic",
             "metadata": {
                 **req.metadata,
@@ -154,6 +158,7 @@ def to_result(pi: Any) -> GatewayResult:
     err = data.get("last_payment_error") or {}
     decline = err.get("decline_code") or err.get("code")
     method = data.get("payment_method")
+    card = method.get("card") if isinstance(method, dict) else None
     return GatewayResult(
         status=status,
         gateway_reference=str(data["id"]),
@@ -163,7 +168,15 @@ def to_result(pi: Any) -> GatewayResult:
         error_code=_DECLINE_CODES.get(decline or "", "card_declined")
         if status is PaymentStatus.FAILED
         else None,
-        card=CardDetails(token=method if isinstance(method, str) else None),
+        card=CardDetails(
+            brand=card.get("brand"),
+            last4=card.get("last4"),
+            exp_month=card.get("exp_month"),
+            exp_year=card.get("exp_year"),
+            token=method.get("id"),
+        )
+        if isinstance(method, dict) and card
+        else CardDetails(token=method if isinstance(method, str) else None),
     )
 
 
@@ -195,3 +208,84 @@ async def _call(awaitable: Any) -> Any:
         raise GatewayUnavailable(f"stripe error {exc.http_status}") from exc
     except stripe.StripeError as exc:
         raise GatewayError(f"stripe error: {type(exc).__name__}") from exc
+
+
+# --- webhooks -------------------------------------------------------------------------------
+
+_PI_EVENTS: dict[str, PaymentStatus] = {
+    "payment_intent.succeeded": PaymentStatus.SUCCEEDED,
+    "payment_intent.payment_failed": PaymentStatus.FAILED,
+    "payment_intent.canceled": PaymentStatus.CANCELED,
+    "payment_intent.processing": PaymentStatus.PROCESSING,
+    "payment_intent.requires_action": PaymentStatus.REQUIRES_ACTION,
+    "payment_intent.amount_capturable_updated": PaymentStatus.AUTHORIZED,
+}
+_SESSION_EVENTS: dict[str, PaymentStatus] = {
+    "checkout.session.async_payment_succeeded": PaymentStatus.SUCCEEDED,
+    "checkout.session.async_payment_failed": PaymentStatus.FAILED,
+}
+HANDLED_EVENTS: frozenset[str] = frozenset(
+    {*_PI_EVENTS, *_SESSION_EVENTS}
+    | {"checkout.session.completed", "charge.refunded", "charge.refund.updated"}
+    | {"charge.dispute.created"}
+)
+
+
+def interpret_event(event_type: str, payload: Mapping[str, Any]) -> WebhookEffect | None:
+    """What a verified Stripe event says about our payment; None for types we do not act on."""
+    obj: Mapping[str, Any] = payload.get("data", {}).get("object", {})
+    if event_type in _PI_EVENTS:
+        status = _PI_EVENTS[event_type]
+        err = obj.get("last_payment_error") or {}
+        return WebhookEffect(
+            kind=EventKind.PAYMENT,
+            status=status,
+            gateway_reference=obj.get("id"),
+            amount=int(obj.get("amount_received") or 0),
+            decline_code=(err.get("decline_code") or err.get("code"))
+            if status is PaymentStatus.FAILED
+            else None,
+        )
+    if event_type == "checkout.session.completed":
+        paid = obj.get("payment_status") in ("paid", "no_payment_required")
+        status = PaymentStatus.SUCCEEDED if paid else PaymentStatus.PROCESSING
+        return WebhookEffect(
+            kind=EventKind.PAYMENT,
+            status=status,
+            gateway_reference=obj.get("payment_intent"),
+            amount=int(obj.get("amount_total") or 0) if paid else 0,
+        )
+    if event_type in _SESSION_EVENTS:
+        status = _SESSION_EVENTS[event_type]
+        return WebhookEffect(
+            kind=EventKind.PAYMENT,
+            status=status,
+            gateway_reference=obj.get("payment_intent"),
+            amount=int(obj.get("amount_total") or 0) if status is PaymentStatus.SUCCEEDED else 0,
+        )
+    if event_type == "charge.refunded":
+        refunds = (obj.get("refunds") or {}).get("data") or []
+        latest = refunds[0] if refunds else {}
+        return WebhookEffect(
+            kind=EventKind.REFUND,
+            refund_status=RefundStatus.PROCESSED,
+            gateway_reference=obj.get("payment_intent"),
+            refund_reference=latest.get("id"),
+            amount=int(latest.get("amount") or 0),
+        )
+    if event_type == "charge.refund.updated":
+        return WebhookEffect(
+            kind=EventKind.REFUND,
+            refund_status=REFUND_STATUS_MAP.get(str(obj.get("status")), RefundStatus.INITIATED),
+            gateway_reference=obj.get("payment_intent"),
+            refund_reference=obj.get("id"),
+            amount=int(obj.get("amount") or 0),
+        )
+    if event_type == "charge.dispute.created":
+        return WebhookEffect(
+            kind=EventKind.DISPUTE,
+            status=PaymentStatus.DISPUTED,
+            gateway_reference=obj.get("payment_intent"),
+            amount=int(obj.get("amount") or 0),
+        )
+    return None

@@ -6,17 +6,21 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import httpx
 import redis.asyncio as aioredis
+from prometheus_client import make_asgi_app
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from ingress.errors import ApiError, handle_api_error, handle_http_exception, handle_unexpected
 from ingress.kafka import Producer
 from ingress.openapi import build_openapi
 from ingress.payments import create_payment, get_payment
+from ingress.webhooks.registry import build_verifiers
+from ingress.webhooks.route import receive_webhook
 from payments.settings import Settings
 from streams.readmodel import SET_IF_NEWER
 
@@ -55,12 +59,15 @@ def create_app(settings: Settings) -> Starlette:
         )
         app.state.set_if_newer = app.state.redis.register_script(SET_IF_NEWER)
         app.state.producer = Producer(settings)
+        http = httpx.AsyncClient(timeout=5)
+        app.state.verifiers = build_verifiers(settings, http)
         await app.state.producer.start()
         try:
             yield
         finally:
             await app.state.producer.stop()
             await app.state.redis.aclose()
+            await http.aclose()
 
     return Starlette(
         routes=[
@@ -68,7 +75,9 @@ def create_app(settings: Settings) -> Starlette:
             Route("/v1/payments/{payment_id}", get_payment, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/v1/webhooks/{gateway}", receive_webhook, methods=["POST"]),
             Route("/openapi.json", openapi_json, methods=["GET"]),
+            Mount("/metrics", app=make_asgi_app()),
         ],
         exception_handlers={
             ApiError: handle_api_error,

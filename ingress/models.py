@@ -81,5 +81,6 @@ class PaymentView(BaseModel):
     decline_code: str | None
     error_code: str | None
     gateway_reference: str | None
+    card: dict[str, str | None] | None = None
     seq: int
     updated_at_ms: int

@@ -68,6 +68,30 @@ def build_openapi() -> dict[str, Any]:
                     "responses": {"200": _json(PaymentView, "the payment"), **_errors(404, 503)},
                 }
             },
+            "/v1/webhooks/{gateway}": {
+                "post": {
+                    "operationId": "receiveWebhook",
+                    "description": "Gateway webhooks; authenticated by the gateway's signature "
+                    "over the raw body (Stripe-Signature, x-square-hmacsha256-signature, "
+                    "PAYPAL-TRANSMISSION-*). 200 only after Kafka acknowledged.",
+                    "parameters": [
+                        {
+                            "name": "gateway",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "enum": ["stripe", "paypal", "square"]},
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "responses": {
+                        "200": {"description": "received (and produced to gateway_events)"},
+                        **_errors(400, 404, 413, 503),
+                    },
+                }
+            },
             "/healthz": {"get": {"responses": {"200": {"description": "process is up"}}}},
             "/readyz": {
                 "get": {

@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse
 from domain.cards import contains_pan
 from domain.errors import UnknownCurrency
 from domain.ids import payment_id_for
+from ingress.body import read_json
 from ingress.errors import ApiError
 from ingress.models import CreatePayment, PaymentAccepted
 from schemas import codec
@@ -24,25 +25,6 @@ from streams.readmodel import dumps, idempotency_key, payment_key
 log = logging.getLogger(__name__)
 
 _REQUESTED = codec("payment_requested")
-JSON_TYPES = ("application/json",)
-
-
-async def read_json(request: Request, max_bytes: int) -> Any:
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype not in JSON_TYPES:
-        raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise ApiError(413, "payload_too_large", f"body exceeds {max_bytes} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise ApiError(413, "payload_too_large", f"body exceeds {max_bytes} bytes")
-    try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, "invalid_json", "body is not valid JSON") from None
 
 
 def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
@@ -151,6 +133,7 @@ async def _seed_read_model(request: Request, rec: dict[str, Any]) -> None:
         "decline_code": None,
         "error_code": None,
         "gateway_reference": None,
+        "card": None,
         "seq": 0,
         "updated_at_ms": rec["requested_at"],
     }

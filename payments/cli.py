@@ -78,7 +78,16 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
 
     from gateways.sandbox.app import SandboxConfig, create_app
 
-    app = create_app(SandboxConfig(latency_ms=args.latency_ms))
+    config = SandboxConfig(
+        latency_ms=args.latency_ms,
+        public_url=args.public_url or f"http://{args.host}:{args.port}",
+        webhook_base_url=args.webhook_url,
+        stripe_webhook_secret=settings.stripe_webhook_secret.get_secret_value(),
+        square_signature_key=settings.square_signature_key.get_secret_value(),
+        square_notification_url=settings.square_notification_url,
+        paypal_webhook_id=settings.paypal_webhook_id,
+    )
+    app = create_app(config)
     uvicorn.run(
         app,
         host=args.host,
@@ -130,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--host", default="127.0.0.1")
     sb.add_argument("--port", type=int, default=8100)
     sb.add_argument("--latency-ms", type=int, default=0)
+    sb.add_argument(
+        "--webhook-url",
+        default=None,
+        help="send signed webhooks to {URL}/{gateway}, e.g. http://127.0.0.1:8000/v1/webhooks",
+    )
+    sb.add_argument("--public-url", default=None, help="how clients reach the sandbox")
     sb.set_defaults(func=cmd_sandbox)
     return p
 

@@ -162,10 +162,14 @@ class DevStack:
             "PAYMENTS_WORKER_WEB_PORT": str(web_port),
             "PAYMENTS_INGRESS_PORT": str(ingress_port),
             "PAYMENTS_DATA_DIR": str(self.data_dir),
+            # Only this dev configuration trusts the sandbox's own PayPal signing certificate.
+            "PAYMENTS_PAYPAL_CERT_HOSTS": f"127.0.0.1:{sandbox_port}",
+            "PAYMENTS_SQUARE_NOTIFICATION_URL": f"{ingress_url}/v1/webhooks/square",
         }
         cli = [sys.executable, "-m", "payments.cli"]
         sandbox = [*cli, "sandbox", "--port", str(sandbox_port)]
         sandbox += ["--latency-ms", str(opts.sandbox_latency_ms)]
+        sandbox += ["--webhook-url", f"{ingress_url}/v1/webhooks"]
         self._run("sandbox", sandbox, lambda: http_ok(f"{sandbox_url}/_sandbox/healthz"), 30, env)
         self._run("worker", [*cli, "worker"], lambda: http_ok(f"{worker_url}/readyz/"), 120, env)
         self._run("ingress", [*cli, "ingress"], lambda: http_ok(f"{ingress_url}/readyz"), 60, env)

@@ -51,12 +51,30 @@ class Settings(BaseSettings):
     gateway_timeout_s: float = Field(default=30.0, gt=0)
 
     # Gateways the ingress accepts, comma-separated.
-    enabled_gateways: str = "stripe"
+    enabled_gateways: str = "stripe,paypal,square"
 
     # Gateways (the sandbox URL is the default; production points at the real APIs)
     sandbox_url: str = "http://127.0.0.1:8100"
     stripe_api_base: str | None = None  # defaults to {sandbox_url}/stripe
     stripe_api_key: SecretStr = SecretStr("sk_test_sandbox")
+    stripe_webhook_secret: SecretStr = SecretStr("whsec_sandbox")
+    stripe_webhook_tolerance_s: int = Field(default=300, ge=1)
+
+    paypal_api_base: str | None = None  # defaults to {sandbox_url}/paypal
+    paypal_client_id: str = "sandbox-client-id"
+    paypal_client_secret: SecretStr = SecretStr("sandbox-client-secret")
+    paypal_webhook_id: str = "WH-SANDBOX-0001"
+    # Hosts (host or host:port) the ingress may fetch PayPal signing certificates from.
+    paypal_cert_hosts: str = "api.paypal.com,api.sandbox.paypal.com"
+    paypal_webhook_tolerance_s: int = Field(default=300, ge=1)
+    paypal_max_workers: int = Field(default=32, ge=1, le=512)
+
+    square_api_base: str | None = None  # defaults to {sandbox_url}/square
+    square_access_token: SecretStr = SecretStr("sandbox-square-token")
+    square_location_id: str = "SANDBOX_LOCATION"
+    square_signature_key: SecretStr = SecretStr("square_signature_key_sandbox")
+    # The exact URL configured in Square for webhooks: Square signs URL + body.
+    square_notification_url: str | None = None
 
     log_level: str = "INFO"
 
@@ -67,6 +85,23 @@ class Settings(BaseSettings):
     @property
     def stripe_base(self) -> str:
         return self.stripe_api_base or f"{self.sandbox_url.rstrip('/')}/stripe"
+
+    @property
+    def paypal_base(self) -> str:
+        return self.paypal_api_base or f"{self.sandbox_url.rstrip('/')}/paypal"
+
+    @property
+    def square_base(self) -> str:
+        return self.square_api_base or f"{self.sandbox_url.rstrip('/')}/square"
+
+    @property
+    def square_webhook_url(self) -> str:
+        default = f"http://{self.ingress_host}:{self.ingress_port}/v1/webhooks/square"
+        return self.square_notification_url or default
+
+    @property
+    def paypal_cert_host_set(self) -> frozenset[str]:
+        return frozenset(h.strip() for h in self.paypal_cert_hosts.split(",") if h.strip())
 
 
 def load_settings(**overrides: object) -> Settings:

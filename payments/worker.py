@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from faust.worker import Worker
 
 from agents import executor, pages, payment, projection
-from gateways.registry import build_gateways
+from gateways.base import Gateway
 from payments.settings import Settings
 from streams import tansu_compat
 from streams.admin import ensure_topics
@@ -17,6 +17,40 @@ from streams.app import create_app, declare_topics
 from tables.payments import declare_tables
 
 log = logging.getLogger(__name__)
+
+
+def build_gateways(settings: Settings) -> dict[str, Gateway]:
+    """One adapter per enabled gateway, each on its official SDK (imported only if enabled)."""
+    timeout = settings.gateway_timeout_s
+    gateways: dict[str, Gateway] = {}
+    if "stripe" in settings.gateways:
+        from gateways.stripe import StripeGateway
+
+        gateways["stripe"] = StripeGateway(
+            api_key=settings.stripe_api_key.get_secret_value(),
+            api_base=settings.stripe_base,
+            timeout_s=timeout,
+        )
+    if "paypal" in settings.gateways:
+        from gateways.paypal import PayPalGateway
+
+        gateways["paypal"] = PayPalGateway(
+            client_id=settings.paypal_client_id,
+            client_secret=settings.paypal_client_secret.get_secret_value(),
+            api_base=settings.paypal_base,
+            timeout_s=timeout,
+            max_workers=settings.paypal_max_workers,
+        )
+    if "square" in settings.gateways:
+        from gateways.square import SquareGateway
+
+        gateways["square"] = SquareGateway(
+            access_token=settings.square_access_token.get_secret_value(),
+            api_base=settings.square_base,
+            timeout_s=timeout,
+            location_id=settings.square_location_id,
+        )
+    return gateways
 
 
 def run_worker(settings: Settings) -> None:
@@ -37,11 +71,7 @@ def run_worker(settings: Settings) -> None:
     app = create_app(settings)
     topics = declare_topics(app, settings)
     tables = declare_tables(app, settings)
-    gateways = build_gateways(
-        stripe_api_key=settings.stripe_api_key.get_secret_value(),
-        stripe_api_base=settings.stripe_base,
-        timeout_s=settings.gateway_timeout_s,
-    )
+    gateways = build_gateways(settings)
     redis = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     payment.register(app, topics, tables)
     executor.register(app, topics, gateways, concurrency=settings.executor_concurrency)

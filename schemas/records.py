@@ -9,6 +9,7 @@ from domain.errors import SerializationError
 from domain.money import Money
 from domain.payment import (
     CaptureMode,
+    CardSummary,
     GatewayCommand,
     GatewayOutcome,
     Operation,
@@ -95,6 +96,10 @@ def outcome_to_record(out: GatewayOutcome, *, gateway: str, latency_ms: int) -> 
         "error_code": out.error_code,
         "error_message": out.error_message,
         "latency_ms": latency_ms,
+        "card_brand": out.card.brand if out.card else None,
+        "card_last4": out.card.last4 if out.card else None,
+        "card_exp_month": out.card.exp_month if out.card else None,
+        "card_exp_year": out.card.exp_year if out.card else None,
         "occurred_at": out.occurred_at_ms,
     }
 
@@ -112,9 +117,21 @@ def outcome_from_record(rec: dict[str, Any]) -> GatewayOutcome:
             decline_code=rec.get("decline_code"),
             error_code=rec.get("error_code"),
             error_message=rec.get("error_message"),
+            card=_card(rec),
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise SerializationError(f"invalid GatewayResult: {exc}") from exc
+
+
+def _card(rec: dict[str, Any]) -> CardSummary | None:
+    if not (rec.get("card_brand") or rec.get("card_last4")):
+        return None
+    return CardSummary(
+        brand=rec.get("card_brand"),
+        last4=rec.get("card_last4"),
+        exp_month=rec.get("card_exp_month"),
+        exp_year=rec.get("card_exp_year"),
+    )
 
 
 def status_record(payment: Payment, change: StatusChange) -> dict[str, Any]:
@@ -135,5 +152,7 @@ def status_record(payment: Payment, change: StatusChange) -> dict[str, Any]:
         "error_code": payment.error_code,
         "gateway_reference": payment.gateway_reference,
         "source": change.source.value,
+        "card_brand": payment.card.brand if payment.card else None,
+        "card_last4": payment.card.last4 if payment.card else None,
         "occurred_at": change.occurred_at_ms,
     }

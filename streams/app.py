@@ -38,7 +38,7 @@ def create_app(settings: Settings) -> faust.App:
 
 @dataclass(frozen=True)
 class Topics:
-    payment_inputs: Any  # payment_initiation + gateway_results, consumed by the payment agent
+    payment_inputs: Any  # payment_initiation + gateway_results + gateway_events: payment agent
     gateway_commands: Any
     gateway_results: Any  # for sending; consumed through payment_inputs
     payment_status: Any
@@ -58,7 +58,7 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         )
 
     return Topics(
-        payment_inputs=topic(names.PAYMENT_INITIATION, names.GATEWAY_RESULTS),
+        payment_inputs=topic(names.PAYMENT_INITIATION, names.GATEWAY_RESULTS, names.GATEWAY_EVENTS),
         gateway_commands=topic(names.GATEWAY_COMMANDS),
         gateway_results=topic(names.GATEWAY_RESULTS),
         payment_status=topic(names.PAYMENT_STATUS),

@@ -5,11 +5,18 @@ from __future__ import annotations
 PAYMENT_INITIATION = "payment_initiation"  # PaymentRequested, from the ingress or any service
 GATEWAY_COMMANDS = "gateway_commands"  # GatewayCommand, payment agent -> executor
 GATEWAY_RESULTS = "gateway_results"  # GatewayResult, executor -> payment agent
+GATEWAY_EVENTS = "gateway_events"  # GatewayEvent, verified webhooks from the ingress
 PAYMENT_STATUS = "payment_status"  # PaymentStatus, one per transition, for consumers
 DEAD_LETTER = "dead_letter"  # undecodable or unprocessable records, with reason headers
 
 # Every input about a payment is keyed by payment id, so these must share a partition count.
-KEYED_TOPICS = (PAYMENT_INITIATION, GATEWAY_COMMANDS, GATEWAY_RESULTS, PAYMENT_STATUS)
+KEYED_TOPICS = (
+    PAYMENT_INITIATION,
+    GATEWAY_COMMANDS,
+    GATEWAY_RESULTS,
+    GATEWAY_EVENTS,
+    PAYMENT_STATUS,
+)
 ALL_TOPICS = (*KEYED_TOPICS, DEAD_LETTER)
 
 # Dead-letter headers

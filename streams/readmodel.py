@@ -45,6 +45,9 @@ def document_from_status(rec: dict[str, Any], occurred_at_ms: int) -> dict[str, 
         "decline_code": rec["decline_code"],
         "error_code": rec["error_code"],
         "gateway_reference": rec["gateway_reference"],
+        "card": {"brand": rec.get("card_brand"), "last4": rec.get("card_last4")}
+        if rec.get("card_last4")
+        else None,
         "seq": rec["seq"],
         "updated_at_ms": occurred_at_ms,
     }

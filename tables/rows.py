@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from domain.money import Money
-from domain.payment import CaptureMode, Payment
+from domain.payment import CaptureMode, CardSummary, Payment
 from domain.status import PaymentStatus
 
 ROW_VERSION = 1
@@ -33,7 +34,8 @@ def payment_to_row(p: Payment) -> dict[str, Any]:
         "decline_code": p.decline_code,
         "error_code": p.error_code,
         "outstanding_command": p.outstanding_command,
-        "applied_commands": list(p.applied_commands),
+        "card": dataclasses.asdict(p.card) if p.card else None,
+        "recent_inputs": list(p.recent_inputs),
     }
 
 
@@ -57,5 +59,6 @@ def payment_from_row(row: dict[str, Any]) -> Payment:
         decline_code=row.get("decline_code"),
         error_code=row.get("error_code"),
         outstanding_command=row.get("outstanding_command"),
-        applied_commands=tuple(row.get("applied_commands") or ()),
+        card=CardSummary(**row["card"]) if row.get("card") else None,
+        recent_inputs=tuple(row.get("recent_inputs") or ()),
     )

@@ -539,7 +539,7 @@ class StripeSandbox:
         # Handlers are synchronous on purpose: with no await inside, each one mutates the
         # state atomically with respect to every other request on the loop.
         try:
-            return 200, _json_bytes(handler(request, params)), True
+            return 200, _json_bytes(_expanded(handler(request, params), params)), True
         except StripeApiError as exc:
             return exc.status, _json_bytes({"error": exc.error}), exc.persist
 
@@ -890,8 +890,19 @@ def _payment_method_json(token: str | None) -> JSON | None:
         "id": token,
         "object": "payment_method",
         "type": "card",
-        "card": {"brand": card.brand, "last4": card.last4} if card else None,
+        "card": {"brand": card.brand, "last4": card.last4, "exp_month": 12, "exp_year": 2034}
+        if card
+        else None,
     }
+
+
+def _expanded(result: JSON, params: Params) -> JSON:
+    """Honour `expand[]=payment_method` on PaymentIntent responses, as Stripe does."""
+    expand = _str_list(params, "expand") or []
+    if "payment_method" in expand and result.get("object") == "payment_intent":
+        token = result.get("payment_method")
+        result = {**result, "payment_method": _payment_method_json(token)}
+    return result
 
 
 def _decline_error(

@@ -64,3 +64,37 @@ def fresh_consumer(bootstrap: str, topic: str) -> AIOKafkaConsumer:
 
 def avro_schema(name: str) -> Any:
     return fastavro.parse_schema(json.loads((SCHEMAS / f"{name}.avsc").read_text()))
+
+
+def wait_status(
+    client: httpx.Client, payment_id: str, statuses: set[str], timeout_s: float = 30
+) -> dict[str, Any]:
+    """Poll GET until the payment is in one of `statuses`."""
+    deadline = time.monotonic() + timeout_s
+    doc: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        r = client.get(f"/v1/payments/{payment_id}")
+        if r.status_code == 200:
+            doc = r.json()
+            if doc["status"] in statuses:
+                return doc
+        time.sleep(0.05)
+    raise AssertionError(f"{payment_id} never reached {statuses}: {doc}")
+
+
+async def scan_topic(bootstrap: str, topic: str, idle_s: float = 1.5) -> list[Any]:
+    """Every record of `topic`, read until nothing new arrives for `idle_s`."""
+    consumer = fresh_consumer(bootstrap, topic)
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < idle_s:
+            batch = await consumer.getmany(timeout_ms=200)
+            for part in batch.values():
+                records.extend(part)
+            if batch:
+                quiet_since = time.monotonic()
+    finally:
+        await consumer.stop()
+    return records

@@ -1,3 +1,4 @@
+import io
 import json
 from pathlib import Path
 
@@ -75,10 +76,48 @@ def test_unknown_writer_schema_header_is_refused() -> None:
 
 
 def test_header_names_schema_and_version() -> None:
-    assert codec("payment_status").headers == [("avro-schema", b"payments.v1.PaymentStatus.v1")]
+    assert codec("payment_status").headers == [("avro-schema", b"payments.v1.PaymentStatus.v2")]
 
 
 def test_encoding_a_float_amount_is_refused() -> None:
     rec = requested_record() | {"amount": 19.99}
     with pytest.raises(SerializationError):
         encode("payment_requested", rec)
+
+
+@pytest.mark.parametrize("name", ["payment_status", "gateway_result"])
+def test_records_written_with_v1_still_decode(name: str) -> None:
+    """Backward compatibility: a v1 record (older producer) decodes into the current schema."""
+    old = json.loads((SCHEMA_DIR / f"{name}.v1.avsc").read_text())
+    old_schema = fastavro.parse_schema(old)
+    record = {f["name"]: _example(f["type"]) for f in old["fields"]}
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, old_schema, record)
+    header = f"{old['namespace']}.{old['name']}.v{old['version']}".encode()
+    decoded = decode(name, buf.getvalue(), {"avro-schema": header})
+    for key, value in record.items():
+        assert decoded[key] == value or key.endswith("_at"), key
+    new_fields = {
+        f["name"] for f in json.loads((SCHEMA_DIR / f"{name}.avsc").read_text())["fields"]
+    }
+    for added in new_fields - set(record):
+        assert decoded[added] is None  # defaults fill what v1 did not have
+
+
+def test_current_schemas_only_add_fields_with_defaults() -> None:
+    for old_file in SCHEMA_DIR.glob("*.v*.avsc"):
+        name = old_file.name.split(".")[0]
+        old = {f["name"] for f in json.loads(old_file.read_text())["fields"]}
+        new = json.loads((SCHEMA_DIR / f"{name}.avsc").read_text())["fields"]
+        assert old <= {f["name"] for f in new}, f"{name} dropped a field"
+        for f in new:
+            if f["name"] not in old:
+                assert "default" in f, f"{name}.{f['name']} added without a default"
+
+
+def _example(avro_type: object) -> object:
+    if isinstance(avro_type, list):
+        return None if "null" in avro_type else _example(avro_type[0])
+    if isinstance(avro_type, dict):
+        return 1_700_000_000_000 if avro_type.get("logicalType") else _example(avro_type["type"])
+    return {"string": "x", "long": 7, "int": 3, "bytes": b"b"}[str(avro_type)]

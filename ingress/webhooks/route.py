@@ -1,0 +1,88 @@
+"""`POST /v1/webhooks/{gateway}`: verify on the raw body, then produce, then 200.
+
+A bad, missing or expired signature is a 400 and nothing reaches Kafka. A good event is
+produced to `gateway_events` keyed by our payment id; the 200 goes out only after the broker
+acknowledged, so the gateway retries otherwise. Duplicates are expected (gateways retry) and
+are dropped downstream by event id; a one-time transmission id seen twice is a replay.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from ingress.body import read_body
+from ingress.errors import ApiError
+from ingress.metrics import WEBHOOKS
+from ingress.webhooks.base import VerifiedEvent, WebhookRejected
+from schemas import codec
+from streams import names
+
+log = logging.getLogger(__name__)
+
+_EVENT = codec("gateway_event")
+REPLAY_KEY = "payments:webhook-replay:{}:{}"
+
+
+async def receive_webhook(request: Request) -> JSONResponse:
+    state = request.app.state
+    gateway = request.path_params["gateway"]
+    verifier = state.verifiers.get(gateway)
+    if verifier is None:
+        raise ApiError(404, "unknown_gateway", f"no webhook endpoint for {gateway!r}")
+    body = await read_body(request, state.settings.max_body_bytes)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    try:
+        event = await verifier.verify(headers, body)
+    except WebhookRejected as exc:
+        WEBHOOKS.labels(gateway, exc.code).inc()
+        log.warning("webhook from %s rejected: %s", gateway, exc.code)
+        raise ApiError(400, exc.code, exc.message) from None
+    if event.replay_key is not None:
+        await _refuse_replay(request, event)
+    if not event.payment_id:
+        # Not one of ours (or not about a payment): acknowledged so the gateway stops retrying.
+        WEBHOOKS.labels(gateway, "unroutable").inc()
+        log.info("webhook %s %s carries no payment id", gateway, event.event_type)
+        return JSONResponse({"received": True, "routed": False})
+    await state.producer.send(
+        names.GATEWAY_EVENTS,
+        key=event.payment_id,
+        value=_EVENT.encode(_record(event)),
+        headers=_EVENT.headers,
+    )
+    WEBHOOKS.labels(gateway, "accepted").inc()
+    return JSONResponse({"received": True, "routed": True})
+
+
+async def _refuse_replay(request: Request, event: VerifiedEvent) -> None:
+    state = request.app.state
+    key = REPLAY_KEY.format(event.gateway, event.replay_key)
+    ttl = 2 * state.settings.paypal_webhook_tolerance_s
+    try:
+        fresh = await state.redis.set(key, "1", nx=True, ex=ttl)
+    except RedisError:
+        # Fail closed: the gateway retries later, with a new transmission.
+        raise ApiError(503, "replay_check_unavailable", "cannot check for replays; retry") from None
+    if not fresh:
+        WEBHOOKS.labels(event.gateway, "webhook_replayed").inc()
+        raise ApiError(400, "webhook_replayed", "this transmission was already received")
+
+
+def _record(event: VerifiedEvent) -> dict[str, object]:
+    return {
+        "event_id": event.event_id,
+        "gateway": event.gateway,
+        "event_type": event.event_type,
+        "object_id": event.object_id,
+        "payment_id": event.payment_id,
+        "amount": event.amount,
+        "currency": event.currency,
+        "occurred_at": event.occurred_at_ms,
+        "received_at": int(time.time() * 1000),
+        "payload": event.payload,
+    }

@@ -1,0 +1,81 @@
+import random
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from domain.payment import GatewayNotice, NoticeKind, Source, decide
+from domain.status import PaymentStatus
+from tests.unit.test_payment_decide import outcome, request
+
+S = PaymentStatus
+
+
+def notice(status: PaymentStatus | None, event_id: str, kind: NoticeKind = NoticeKind.PAYMENT):
+    return GatewayNotice(
+        payment_id="pay_1",
+        event_id=event_id,
+        event_type="x",
+        kind=kind,
+        status=status,
+        occurred_at_ms=5,
+        gateway_reference="pi_1",
+        amount=1000 if status is S.SUCCEEDED else None,
+    )
+
+
+def test_webhook_settles_a_processing_payment() -> None:
+    state = decide(None, request()).state
+    state = decide(state, outcome(S.PROCESSING)).state
+    d = decide(state, notice(S.SUCCEEDED, "evt_1"))
+    assert d.state is not None and d.state.status is S.SUCCEEDED
+    assert d.changes[0].source is Source.WEBHOOK and d.state.captured_amount == 1000
+
+
+def test_same_event_twice_is_a_duplicate() -> None:
+    state = decide(None, request()).state
+    state = decide(state, notice(S.PROCESSING, "evt_1")).state
+    assert decide(state, notice(S.PROCESSING, "evt_1")).ignored == "duplicate_event"
+
+
+def test_late_webhook_after_success_is_recorded_as_ignored() -> None:
+    state = decide(None, request()).state
+    state = decide(state, outcome(S.SUCCEEDED)).state
+    d = decide(state, notice(S.PROCESSING, "evt_late"))
+    assert d.ignored == "regressive:succeeded->processing" and d.state == state
+
+
+def test_dispute_after_capture_moves_to_disputed() -> None:
+    state = decide(None, request()).state
+    state = decide(state, outcome(S.SUCCEEDED)).state
+    d = decide(state, notice(S.DISPUTED, "evt_dp", NoticeKind.DISPUTE))
+    assert d.state is not None and d.state.status is S.DISPUTED
+
+
+def test_refund_news_alone_changes_nothing_yet() -> None:
+    state = decide(None, request()).state
+    d = decide(state, notice(None, "evt_re", NoticeKind.REFUND))
+    assert d.ignored == "refund_event_not_tracked"
+
+
+CLEAN = [
+    notice(S.PROCESSING, "evt_a"),
+    notice(S.AUTHORIZED, "evt_b"),
+    notice(S.SUCCEEDED, "evt_c"),
+    notice(S.DISPUTED, "evt_d", NoticeKind.DISPUTE),
+]
+
+
+@given(st.integers(min_value=0, max_value=2**32), st.integers(min_value=1, max_value=3))
+def test_webhooks_delivered_n_times_in_any_order_end_like_one_clean_delivery(
+    seed: int, times: int
+) -> None:
+    clean = decide(None, request()).state
+    for n in CLEAN:
+        clean = decide(clean, n).state
+    deliveries = CLEAN * times
+    random.Random(seed).shuffle(deliveries)
+    state = decide(None, request()).state
+    for n in deliveries:
+        state = decide(state, n).state
+    assert state is not None and clean is not None
+    assert (state.status, state.captured_amount) == (clean.status, clean.captured_amount)
