@@ -84,7 +84,7 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
         webhook_base_url=args.webhook_url,
         stripe_webhook_secret=settings.stripe_webhook_secret.get_secret_value(),
         square_signature_key=settings.square_signature_key.get_secret_value(),
-        square_notification_url=settings.square_notification_url,
+        square_notification_url=settings.square_webhook_url,
         paypal_webhook_id=settings.paypal_webhook_id,
     )
     app = create_app(config)

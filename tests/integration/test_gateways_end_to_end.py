@@ -1,0 +1,91 @@
+"""Every gateway through the whole pipeline: HTTP -> Kafka -> worker -> official SDK -> sandbox,
+and back through signed webhooks for outcomes that only arrive later."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from payments.devstack import DevStack
+from tests.integration.helpers import payment_body, post_payment, wait_settled, wait_status
+
+pytestmark = pytest.mark.stack
+
+
+@dataclass(frozen=True)
+class Flow:
+    ok: str
+    declined: str
+    decline_code: str
+    pending: str
+    settle: Callable[[httpx.Client, dict], httpx.Response]  # sandbox, payment doc -> response
+
+
+def _square_settle(sandbox: httpx.Client, doc: dict) -> httpx.Response:
+    ref = doc["gateway_reference"]
+    return sandbox.post(f"/_sandbox/square/payments/{ref}/settle", json={"outcome": "completed"})
+
+
+def _stripe_settle(sandbox: httpx.Client, doc: dict) -> httpx.Response:
+    ref = doc["gateway_reference"]
+    return sandbox.post(
+        f"/_sandbox/stripe/payment_intents/{ref}/settle", json={"outcome": "succeeded"}
+    )
+
+
+FLOWS = {
+    "stripe": Flow(
+        "pm_card_visa", "pm_card_chargeDeclined", "generic_decline", "pm_card_processing",
+        _stripe_settle,
+    ),
+    "square": Flow(
+        "cnon:card-nonce-ok", "cnon:card-nonce-declined", "generic_decline",
+        "cnon:card-nonce-pending", _square_settle,
+    ),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def client(stack: DevStack) -> httpx.Client:
+    return httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=15)
+
+
+@pytest.fixture(scope="module")
+def sandbox(stack: DevStack) -> httpx.Client:
+    return httpx.Client(base_url=stack.endpoints["sandbox_url"], timeout=15)
+
+
+@pytest.mark.parametrize("gateway", sorted(FLOWS))
+def test_success_is_charged_exactly_once(gateway: str, client, sandbox) -> None:
+    flow = FLOWS[gateway]
+    r = post_payment(client, payment_body(flow.ok, gateway=gateway, amount=1234, currency="EUR"))
+    pid = r.json()["payment_id"]
+    doc = wait_settled(client, pid)
+    assert doc["status"] == "succeeded" and doc["captured_amount"] == 1234
+    assert doc["card"] and doc["card"]["last4"]
+    summary = sandbox.get("/_sandbox/ledger/summary").json()[pid]
+    assert summary["captures"] == 1 and summary["captured"] == 1234
+
+
+@pytest.mark.parametrize("gateway", sorted(FLOWS))
+def test_decline_ends_failed_with_the_decline_code(gateway: str, client, sandbox) -> None:
+    flow = FLOWS[gateway]
+    pid = post_payment(client, payment_body(flow.declined, gateway=gateway)).json()["payment_id"]
+    doc = wait_settled(client, pid)
+    assert (doc["status"], doc["error_code"]) == ("failed", "card_declined")
+    assert doc["decline_code"] == flow.decline_code
+    assert sandbox.get("/_sandbox/ledger/summary").json().get(pid, {}).get("captured", 0) == 0
+
+
+@pytest.mark.parametrize("gateway", sorted(FLOWS))
+def test_asynchronous_outcome_settles_by_signed_webhook(gateway: str, client, sandbox) -> None:
+    flow = FLOWS[gateway]
+    pid = post_payment(client, payment_body(flow.pending, gateway=gateway)).json()["payment_id"]
+    doc = wait_status(client, pid, {"processing"})
+    assert flow.settle(sandbox, doc).status_code == 200
+    done = wait_status(client, pid, {"succeeded"})
+    assert done["captured_amount"] == 1000
+    assert sandbox.get("/_sandbox/ledger/summary").json()[pid]["captures"] == 1
