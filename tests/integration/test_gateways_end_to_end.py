@@ -29,6 +29,11 @@ def _square_settle(sandbox: httpx.Client, doc: dict) -> httpx.Response:
     return sandbox.post(f"/_sandbox/square/payments/{ref}/settle", json={"outcome": "completed"})
 
 
+def _paypal_settle(sandbox: httpx.Client, doc: dict) -> httpx.Response:
+    ref = doc["gateway_reference"]  # the capture id
+    return sandbox.post(f"/_sandbox/paypal/captures/{ref}/settle", json={"outcome": "completed"})
+
+
 def _stripe_settle(sandbox: httpx.Client, doc: dict) -> httpx.Response:
     ref = doc["gateway_reference"]
     return sandbox.post(
@@ -40,6 +45,10 @@ FLOWS = {
     "stripe": Flow(
         "pm_card_visa", "pm_card_chargeDeclined", "generic_decline", "pm_card_processing",
         _stripe_settle,
+    ),
+    "paypal": Flow(
+        "paypal_vault_ok", "paypal_vault_declined", "instrument_declined",
+        "paypal_vault_pending", _paypal_settle,
     ),
     "square": Flow(
         "cnon:card-nonce-ok", "cnon:card-nonce-declined", "generic_decline",
