@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from domain.errors import CurrencyMismatch, InvalidMoney, UnknownCurrency
@@ -36,6 +37,32 @@ def exponent(currency: str) -> int:
         return EXPONENTS[currency]
     except KeyError:
         raise UnknownCurrency(f"unsupported currency {currency!r}") from None
+
+
+# `[0-9]`, never `\d`: `\d` also matches other scripts' digits.
+_DECIMAL = re.compile(r"([0-9]{1,18})(?:\.([0-9]+))?")
+
+
+def to_decimal_string(amount: int, currency: str) -> str:
+    """Minor units as a gateway's decimal string: 1000 USD -> "10.00", 1000 JPY -> "1000"."""
+    exp = exponent(currency)
+    if exp == 0:
+        return str(amount)
+    whole, frac = divmod(amount, 10**exp)
+    return f"{whole}.{frac:0{exp}d}"
+
+
+def from_decimal_string(value: object, currency: str) -> int:
+    """A decimal string as exact minor units ("10.5" USD -> 1050); never through a float."""
+    exp = exponent(currency)
+    match = _DECIMAL.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise InvalidMoney(f"not a decimal amount: {value!r}")
+    whole, frac = match.group(1), match.group(2) or ""
+    if len(frac) > exp:
+        raise InvalidMoney(f"{value!r} has more decimals than {currency} allows ({exp})")
+    minor: int = int(whole) * 10**exp + int(frac.ljust(exp, "0") or "0")
+    return minor
 
 
 def normalize_currency(currency: str) -> str:
@@ -90,8 +117,4 @@ class Money:
 
     def display(self) -> str:
         """Human form, e.g. '10.00 USD' or '1000 JPY'; for logs and docs only."""
-        exp = exponent(self.currency)
-        if exp == 0:
-            return f"{self.amount} {self.currency}"
-        whole, frac = divmod(self.amount, 10**exp)
-        return f"{whole}.{frac:0{exp}d} {self.currency}"
+        return f"{to_decimal_string(self.amount, self.currency)} {self.currency}"

@@ -26,7 +26,6 @@ import asyncio
 import functools
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -61,10 +60,9 @@ from domain.errors import (
     GatewayInvalidRequest,
     GatewayTimeout,
     GatewayUnavailable,
-    InvalidMoney,
     NotSupported,
 )
-from domain.money import Money, exponent
+from domain.money import Money, from_decimal_string, to_decimal_string
 from domain.payment import CaptureMode
 from domain.status import PaymentStatus
 from gateways.base import (
@@ -163,32 +161,17 @@ PROCESSOR_DECLINES: Final[dict[str, str]] = {
 DEFAULT_TOKEN_LIFETIME_S = 32_400  # what PayPal grants when a token omits expires_in
 REPRESENTATION = "return=representation"
 
-_VALUE = re.compile(r"([0-9]+)(?:\.([0-9]+))?")  # `[0-9]`, never `\d` (any Unicode digit)
-
 
 # --- amounts ---------------------------------------------------------------------------------
 
 
 def to_value(money: Money) -> str:
     """Our integer minor units as PayPal's decimal string: 1000 USD -> "10.00"."""
-    exp = exponent(money.currency)
-    if exp == 0:
-        return str(money.amount)
-    whole, frac = divmod(money.amount, 10**exp)
-    return f"{whole}.{frac:0{exp}d}"
+    return to_decimal_string(money.amount, money.currency)
 
 
-def to_minor_units(value: object, currency: str) -> int:
-    """PayPal's decimal string as integer minor units, exactly: "10.00" USD -> 1000."""
-    exp = exponent(currency)
-    match = _VALUE.fullmatch(value) if isinstance(value, str) else None
-    if match is None:
-        raise InvalidMoney(f"not a PayPal amount: {value!r}")
-    whole, frac = match.group(1), match.group(2) or ""
-    if len(frac) > exp:
-        raise InvalidMoney(f"{value!r} has more decimals than {currency} allows ({exp})")
-    minor: int = int(whole) * 10**exp + int(frac.ljust(exp, "0") or "0")
-    return minor
+# PayPal's decimal string as integer minor units, exactly: "10.00" USD -> 1000.
+to_minor_units = from_decimal_string
 
 
 def _paypal_money(money: Money) -> PayPalMoney:

@@ -73,7 +73,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from domain.money import EXPONENTS, MAX_MINOR_UNITS
+from domain.money import EXPONENTS, MAX_MINOR_UNITS, to_decimal_string
 from gateways.sandbox.config import SandboxConfig
 from gateways.sandbox.faults import Faults, InjectedFault
 from gateways.sandbox.ledger import IdempotencyStore, Ledger, LedgerKind
@@ -264,11 +264,7 @@ def _not_found(kind: str) -> PayPalApiError:
 
 def format_value(minor: int, currency: str) -> str:
     """`1000, "USD"` -> `"10.00"`; `1000, "JPY"` -> `"1000"`. Never through a float."""
-    exp = EXPONENTS[currency]
-    if exp == 0:
-        return str(minor)
-    whole, frac = divmod(minor, 10**exp)
-    return f"{whole}.{frac:0{exp}d}"
+    return to_decimal_string(minor, currency)
 
 
 def _amount_json(minor: int, currency: str) -> JSON:

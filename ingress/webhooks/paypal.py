@@ -18,7 +18,6 @@ import binascii
 import datetime as dt
 import json
 import logging
-import re
 import zlib
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -32,8 +31,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from domain.errors import UnknownCurrency
-from domain.money import exponent
+from domain.errors import InvalidMoney
+from domain.money import from_decimal_string
 from ingress.webhooks.base import VerifiedEvent, WebhookRejected
 
 log = logging.getLogger(__name__)
@@ -50,7 +49,6 @@ _HEADERS = (
     "paypal-cert-url",
     "paypal-auth-algo",
 )
-_VALUE = re.compile(r"([0-9]+)(?:\.([0-9]+))?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,16 +256,13 @@ def _amount(resource: Mapping[str, Any]) -> tuple[int | None, str | None]:
     if not isinstance(money, Mapping):
         return None, None
     currency, value = money.get("currency_code"), money.get("value")
-    match = _VALUE.fullmatch(value) if isinstance(value, str) else None
     try:
-        exp = exponent(currency) if isinstance(currency, str) else -1
-    except UnknownCurrency:
-        exp = -1
-    frac = (match.group(2) or "") if match else ""
-    if match is None or exp < 0 or len(frac) > exp:
+        minor = from_decimal_string(value, currency if isinstance(currency, str) else "")
+    except InvalidMoney:
         # Signed by PayPal yet unreadable: refuse rather than route a guessed amount.
-        raise WebhookRejected("event amount is not a valid PayPal amount", code="payload_invalid")
-    minor: int = int(match.group(1)) * 10**exp + int(frac.ljust(exp, "0") or "0")
+        raise WebhookRejected(
+            "event amount is not a valid PayPal amount", code="payload_invalid"
+        ) from None
     return minor, str(currency)
 
 

@@ -1,7 +1,14 @@
 import pytest
 
 from domain.errors import CurrencyMismatch, InvalidMoney, UnknownCurrency
-from domain.money import EXPONENTS, Money, exponent, normalize_currency
+from domain.money import (
+    EXPONENTS,
+    Money,
+    exponent,
+    from_decimal_string,
+    normalize_currency,
+    to_decimal_string,
+)
 
 
 @pytest.mark.parametrize(
@@ -63,3 +70,18 @@ def test_arithmetic_refuses_mixed_currencies() -> None:
 )
 def test_display_uses_the_exponent(money: Money, text: str) -> None:
     assert money.display() == text
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "text"),
+    [(1000, "USD", "10.00"), (5, "USD", "0.05"), (1000, "JPY", "1000"), (1234, "BHD", "1.234")],
+)
+def test_decimal_strings_round_trip_exactly(amount: int, currency: str, text: str) -> None:
+    assert to_decimal_string(amount, currency) == text
+    assert from_decimal_string(text, currency) == amount
+
+
+@pytest.mark.parametrize("bad", ["10.001", "1e3", "-1", "", "1,00", "\u0661\u0660", 10.0, None])
+def test_bad_decimal_strings_are_refused(bad: object) -> None:
+    with pytest.raises(InvalidMoney):
+        from_decimal_string(bad, "USD")
