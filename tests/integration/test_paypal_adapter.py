@@ -49,7 +49,7 @@ from gateways.paypal import PayPalGateway, interpret_event
 from gateways.sandbox.app import SandboxConfig, create_app
 from ingress.webhooks.base import VerifiedEvent, WebhookRejected
 from ingress.webhooks.paypal import PayPalVerifier
-from tests.integration.test_sandbox_paypal import serve_asgi
+from tests.servers import serve_asgi
 
 WEBHOOK_ID = "WH-ADAPTER-TEST"
 

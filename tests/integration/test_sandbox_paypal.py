@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
-import threading
 import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
@@ -48,45 +44,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from gateways.sandbox.app import SandboxConfig, create_app
+from tests.servers import serve_asgi
 
 WEBHOOK_ID = "WH-TEST-PAYPAL"
 
 
 # --- serving ASGI apps on loopback (also used by the adapter and signature tests) ----------
-
-
-@contextmanager
-def serve_asgi(make_app: Callable[[str], ASGIApp]) -> Iterator[str]:
-    """Run `make_app(base_url)` under uvicorn on a free loopback port, in a thread.
-
-    The port is bound first and handed to uvicorn, so the app can know its own URL and no
-    other process can take the port in between.
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(
-        uvicorn.Config(
-            make_app(base_url),
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=1,
-        )
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 5
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the server did not start")
-            time.sleep(0.01)
-        yield base_url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=5)
-        sock.close()
 
 
 @dataclass

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -24,13 +22,13 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-import uvicorn
 from square import AsyncSquare
 from square.core.api_error import ApiError
 from square.core.request_options import RequestOptions
 from starlette.types import ASGIApp
 
 from gateways.sandbox.app import SandboxConfig, create_app
+from tests.servers import serve_asgi
 
 T = TypeVar("T")
 NO_RETRIES: RequestOptions = {"max_retries": 0}  # a retry would hide what the sandbox answered
@@ -43,33 +41,8 @@ AUTH = {"Authorization": "Bearer sandbox-token", "Square-Version": "2026-09-16"}
 
 @contextmanager
 def serve_app(app: ASGIApp) -> Iterator[str]:
-    """Run `app` under uvicorn on a free loopback port in a background thread; yield its URL."""
-    # Bound first and handed to uvicorn, so no other process can take the port in between.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=1,
-        )
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 5
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the server did not start within 5 s")
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=5)
-        sock.close()
+    with serve_asgi(lambda _url: app) as url:
+        yield url
 
 
 @dataclass

@@ -7,8 +7,6 @@ Stripe's wire format closely enough that our adapter cannot tell the difference.
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 import stripe
-import uvicorn
 
 from gateways.sandbox.app import SandboxConfig, create_app
+from tests.servers import serve_asgi
 
 stripe.enable_telemetry = False  # otherwise the SDK writes under ~/.config/stripe
 
@@ -58,45 +56,11 @@ class RunningSandbox:
 @contextmanager
 def serve(config: SandboxConfig) -> Iterator[RunningSandbox]:
     """Run the sandbox under uvicorn on a free loopback port, in a background thread."""
-    # Bound first and handed to uvicorn, so no other process can take the port in between.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(config),
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=1,
-        )
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    base_url = f"http://127.0.0.1:{port}"
-    control = httpx.Client(base_url=base_url, timeout=5)
-    try:
-        _wait_until_healthy(control, thread)
+    with (
+        serve_asgi(lambda _url: create_app(config)) as base_url,
+        httpx.Client(base_url=base_url, timeout=5) as control,
+    ):
         yield RunningSandbox(base_url=base_url, control=control)
-    finally:
-        control.close()
-        server.should_exit = True
-        thread.join(timeout=5)
-        sock.close()
-
-
-def _wait_until_healthy(control: httpx.Client, thread: threading.Thread) -> None:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if not thread.is_alive():
-            raise RuntimeError("the sandbox server thread died during startup")
-        try:
-            if control.get("/_sandbox/healthz").json() == {"ok": True}:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.02)
-    raise RuntimeError("the sandbox did not answer /_sandbox/healthz within 5 s")
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from gateways.sandbox.app import SandboxConfig, create_app
 from gateways.sandbox.paypal import WebhookSigner
 from ingress.webhooks.base import WebhookRejected
 from ingress.webhooks.paypal import PayPalVerifier
-from tests.integration.test_sandbox_paypal import serve_asgi
+from tests.servers import serve_asgi
 
 WEBHOOK_ID = "WH-UNIT-0001"
 
