@@ -35,3 +35,11 @@ def register(app: faust.App, tables: Tables) -> None:
     @app.page("/tables/payments/digest/")
     async def payments_digest(web: Any, request: Any) -> Any:
         return web.json(table_digest(tables.payments))
+
+    @app.page("/tables/payments/{payment_id}/")
+    async def payment_row(web: Any, request: Any, payment_id: str) -> Any:
+        """One payment's full state, for operators and tests (this worker's partitions only)."""
+        row = tables.payments.get(payment_id)
+        if row is None:
+            return web.json({"error": "not on this worker"}, status=404)
+        return web.json(row)

@@ -108,9 +108,9 @@ def register(app: faust.App, topics: Topics, tables: Tables) -> Any:
                 log.info(
                     "ignored %s for %s: %s", type(item).__name__, item.payment_id, decision.ignored
                 )
-                continue
-            await emit(decision)
-            assert decision.state is not None
-            payments[item.payment_id] = payment_to_row(decision.state)
+            else:
+                await emit(decision)
+            if decision.state is not None and decision.state != state:
+                payments[item.payment_id] = payment_to_row(decision.state)
 
     return payment_agent

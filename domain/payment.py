@@ -158,11 +158,7 @@ class Decision:
     state: Payment | None
     changes: tuple[StatusChange, ...] = ()
     commands: tuple[GatewayCommand, ...] = ()
-    ignored: str | None = None  # why the input changed nothing, when it did not
-
-    @property
-    def changed(self) -> bool:
-        return self.ignored is None
+    ignored: str | None = None  # why the input moved no status, when it did not
 
 
 def command_id(payment_id: str, operation: Operation, attempt: int = 1) -> str:
@@ -295,9 +291,12 @@ def _advance(
 ) -> Decision:
     """Move to `status` if that is forward; otherwise record why not."""
     if status == state.status:
-        return Decision(state, ignored="no_change")
+        return Decision(_with_details(state, card, gateway_reference), ignored="no_change")
     if not can_move(state.status, status):
-        return Decision(state, ignored=f"regressive:{state.status.value}->{status.value}")
+        return Decision(
+            _with_details(state, card, gateway_reference),
+            ignored=f"regressive:{state.status.value}->{status.value}",
+        )
     captured = state.captured_amount
     if status is PaymentStatus.SUCCEEDED:
         captured = captured_amount or state.amount.amount
@@ -332,6 +331,22 @@ def _advance(
 _STILL_WAITING = frozenset(
     {PaymentStatus.REQUIRES_ACTION, PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN}
 )
+
+
+def _with_details(
+    state: Payment, card: CardSummary | None, gateway_reference: str | None
+) -> Payment:
+    """News that moves no status may still fill in what we lacked (a webhook can beat the
+    gateway call's own answer, and only the answer carries the card)."""
+    if (card is None or state.card is not None) and (
+        gateway_reference is None or state.gateway_reference is not None
+    ):
+        return state
+    return dataclasses.replace(
+        state,
+        card=state.card or card,
+        gateway_reference=state.gateway_reference or gateway_reference,
+    )
 
 
 def _remember(applied: tuple[str, ...], key: str) -> tuple[str, ...]:

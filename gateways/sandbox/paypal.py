@@ -1086,9 +1086,10 @@ class PayPalSandbox:
         order.captures.append(capture)
         self.captures[capture.id] = capture
         if outcome is Outcome.DECLINE:
+            # Refused outright with a 422: no webhook, as the caller already has the answer
+            # (a second, differently worded decline would race it).
             capture.response_code = _DO_NOT_HONOR_CODE
             capture.touch("DECLINED")
-            self._capture_event("PAYMENT.CAPTURE.DECLINED", capture, "declined")
             raise _declined()
         order.touch("COMPLETED")
         if outcome is Outcome.INSUFFICIENT_FUNDS:

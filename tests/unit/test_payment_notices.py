@@ -79,3 +79,17 @@ def test_webhooks_delivered_n_times_in_any_order_end_like_one_clean_delivery(
         state = decide(state, n).state
     assert state is not None and clean is not None
     assert (state.status, state.captured_amount) == (clean.status, clean.captured_amount)
+
+
+def test_a_late_answer_still_fills_in_the_card() -> None:
+    from dataclasses import replace
+
+    from domain.payment import CardSummary
+
+    state = decide(None, request()).state
+    state = decide(state, notice(S.SUCCEEDED, "evt_1")).state  # the webhook won the race
+    assert state is not None and state.card is None
+    late = replace(outcome(S.SUCCEEDED), card=CardSummary("visa", "4242", 12, 2034))
+    d = decide(state, late)
+    assert d.ignored == "no_change" and not d.changes  # no second status record
+    assert d.state is not None and d.state.card == CardSummary("visa", "4242", 12, 2034)
