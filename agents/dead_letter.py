@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from agents.metrics import DEAD_LETTERS
 from streams import names
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ def dead_letter_headers(
 
 async def send_to_dead_letter(dead_letter_topic: Any, event: Any, error: BaseException) -> None:
     msg = event.message
+    DEAD_LETTERS.labels(msg.topic).inc()
     log.warning(
         "dead-lettering %s[%s]@%s: %s: %s",
         msg.topic,

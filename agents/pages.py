@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tables.payments import Tables
 
@@ -31,6 +32,10 @@ def register(app: faust.App, tables: Tables) -> None:
         ready = bool(assigned) and not app.rebalancing and not recovery.active_remaining_total()
         body = {"ready": ready, "assigned_partitions": len(assigned)}
         return web.json(body, status=200 if ready else 503)
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     @app.page("/tables/payments/digest/")
     async def payments_digest(web: Any, request: Any) -> Any:

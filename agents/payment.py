@@ -16,6 +16,7 @@ from typing import Any
 import faust
 
 from agents.dead_letter import send_to_dead_letter
+from agents.metrics import INPUTS_IGNORED, WEBHOOKS_UNHANDLED
 from domain.errors import PaymentError, SerializationError
 from domain.payment import Decision, GatewayNotice, Input, NoticeKind, decide
 from gateways.registry import interpret
@@ -41,6 +42,11 @@ _STATUS = codec("payment_status")
 class UnhandledEvent(Exception):
     """A verified webhook of a type we do not act on: counted and skipped, not an error."""
 
+    def __init__(self, gateway: str, event_type: str) -> None:
+        super().__init__(f"{gateway} {event_type}")
+        self.gateway = gateway
+        self.event_type = event_type
+
 
 def decode_input(topic: str, value: bytes | None, headers: dict[str, bytes]) -> Input:
     if topic == names.PAYMENT_INITIATION:
@@ -59,7 +65,7 @@ def notice_from_event(rec: dict[str, Any]) -> GatewayNotice:
         raise SerializationError(f"gateway event payload is not JSON: {exc}") from exc
     effect = interpret(rec["gateway"], rec["event_type"], payload)
     if effect is None:
-        raise UnhandledEvent(f"{rec['gateway']} {rec['event_type']}")
+        raise UnhandledEvent(rec["gateway"], rec["event_type"])
     return GatewayNotice(
         payment_id=rec["payment_id"],
         event_id=f"{rec['gateway']}:{rec['event_id']}",
@@ -99,12 +105,14 @@ def register(app: faust.App, topics: Topics, tables: Tables) -> Any:
                 state = payment_from_row(row) if row is not None else None
                 decision = decide(state, item)
             except UnhandledEvent as unhandled:
+                WEBHOOKS_UNHANDLED.labels(unhandled.gateway, unhandled.event_type).inc()
                 log.info("unhandled webhook type, skipped: %s", unhandled)
                 continue
             except (SerializationError, PaymentError) as exc:
                 await send_to_dead_letter(topics.dead_letter, event, exc)
                 continue
             if decision.ignored is not None:
+                INPUTS_IGNORED.labels(msg.topic, decision.ignored.split(":")[0]).inc()
                 log.info(
                     "ignored %s for %s: %s", type(item).__name__, item.payment_id, decision.ignored
                 )

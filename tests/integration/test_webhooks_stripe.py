@@ -144,3 +144,9 @@ def test_valid_webhook_is_produced_once_acknowledged(stack: DevStack, client: ht
     ]
     assert [e["event_id"] for e in mine if e["event_id"] == marker] == [marker]
     assert mine[-1]["payload"] == body
+    # The worker skips the type it does not act on, and counts it.
+    metric = 'payments_webhooks_unhandled_total{event_type="customer.created",gateway="stripe"}'
+    deadline = time.monotonic() + 10
+    while metric not in httpx.get(f"{stack.endpoints['worker_url']}/metrics").text:
+        assert time.monotonic() < deadline, "unhandled webhook type was never counted"
+        time.sleep(0.1)

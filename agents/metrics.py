@@ -1,0 +1,20 @@
+"""Prometheus metrics of the worker process (served on the worker's web port at /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+INPUTS_IGNORED = Counter(
+    "payments_inputs_ignored_total",
+    "Inputs the payment agent recorded and did not apply, by topic and reason "
+    "(duplicate, regressive, unhandled webhook type, ...).",
+    ["topic", "reason"],
+)
+WEBHOOKS_UNHANDLED = Counter(
+    "payments_webhooks_unhandled_total",
+    "Verified webhooks of a type we do not act on, by gateway and event type.",
+    ["gateway", "event_type"],
+)
+DEAD_LETTERS = Counter(
+    "payments_dead_letters_total", "Records sent to dead_letter, by source topic.", ["topic"]
+)
