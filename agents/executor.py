@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import faust
 from tenacity import (
@@ -25,21 +26,32 @@ from agents.dead_letter import send_to_dead_letter
 from domain.errors import (
     GatewayDeclined,
     GatewayError,
+    GatewayInvalidRequest,
     GatewayUnavailable,
     SerializationError,
 )
 from domain.payment import CardSummary, GatewayCommand, GatewayOutcome, Operation
+from domain.refunds import RefundOutcome, RefundState
 from domain.status import PaymentStatus
-from gateways.base import AuthorizeRequest, Gateway, GatewayResult
+from gateways.base import (
+    AuthorizeRequest,
+    CancelRequest,
+    CaptureRequest,
+    Gateway,
+    GatewayResult,
+    RefundRequest,
+    RefundStatus,
+)
 from gateways.registry import lookup
 from schemas import codec, decode
-from schemas.records import command_from_record, outcome_to_record
+from schemas.records import command_from_record, outcome_to_record, refund_outcome_to_record
 from streams.app import Topics
 
 log = logging.getLogger(__name__)
 
 _RESULT = codec("gateway_result")
 RETRY_ATTEMPTS = 4
+T = TypeVar("T")
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -59,7 +71,84 @@ async def call_gateway(gateway: Gateway, cmd: GatewayCommand) -> GatewayResult:
                 user_id=cmd.user_id,
             )
         )
+    reference = _reference(cmd)
+    if cmd.operation is Operation.CAPTURE:
+        return await gateway.capture(
+            CaptureRequest(
+                payment_id=cmd.payment_id,
+                gateway_reference=reference,
+                idempotency_key=cmd.idempotency_key,
+                amount=cmd.amount,
+            )
+        )
+    if cmd.operation is Operation.CANCEL:
+        return await gateway.cancel(
+            CancelRequest(
+                payment_id=cmd.payment_id,
+                gateway_reference=reference,
+                idempotency_key=cmd.idempotency_key,
+            )
+        )
     raise GatewayError(f"unsupported operation {cmd.operation}")
+
+
+def _reference(cmd: GatewayCommand) -> str:
+    if not cmd.gateway_reference:
+        raise GatewayInvalidRequest(f"{cmd.operation.value} needs the gateway's payment reference")
+    return cmd.gateway_reference
+
+
+async def _with_retries(call: Callable[[], Awaitable[T]]) -> T:
+    """Transient errors are retried with backoff and jitter, always with the same key."""
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception(_retryable),
+        stop=stop_after_attempt(RETRY_ATTEMPTS),
+        wait=wait_random_exponential(multiplier=0.2, max=5),
+        reraise=True,
+    ):
+        with attempt:
+            return await call()
+    raise AssertionError("unreachable: tenacity reraises")
+
+
+async def execute_refund(gateways: dict[str, Gateway], cmd: GatewayCommand) -> RefundOutcome:
+    """One refund call. No answer keeps the refund `initiated`: its amount stays reserved."""
+
+    def outcome(state: RefundState, **fields: Any) -> RefundOutcome:
+        assert cmd.refund_id is not None
+        return RefundOutcome(
+            payment_id=cmd.payment_id,
+            refund_id=cmd.refund_id,
+            command_id=cmd.command_id,
+            state=state,
+            occurred_at_ms=int(time.time() * 1000),
+            **fields,
+        )
+
+    try:
+        gateway = lookup(gateways, cmd.gateway)
+        request = RefundRequest(
+            refund_id=cmd.refund_id or "",
+            payment_id=cmd.payment_id,
+            gateway_reference=_reference(cmd),
+            amount=cmd.amount,
+            idempotency_key=cmd.idempotency_key,
+            reason=cmd.reason,
+        )
+        result = await _with_retries(lambda: gateway.refund(request))
+        state = {
+            RefundStatus.INITIATED: RefundState.INITIATED,
+            RefundStatus.PROCESSED: RefundState.PROCESSED,
+            RefundStatus.FAILED: RefundState.FAILED,
+        }[result.status]
+        return outcome(state, gateway_reference=result.refund_reference)
+    except GatewayUnavailable as exc:
+        return outcome(RefundState.INITIATED, error_code=exc.code)
+    except GatewayError as exc:
+        return outcome(RefundState.FAILED, error_code=exc.code)
+    except Exception as exc:
+        log.exception("unexpected error executing %s", cmd.command_id)
+        return outcome(RefundState.INITIATED, error_code=type(exc).__name__)
 
 
 async def execute(gateways: dict[str, Gateway], cmd: GatewayCommand) -> GatewayOutcome:
@@ -77,16 +166,7 @@ async def execute(gateways: dict[str, Gateway], cmd: GatewayCommand) -> GatewayO
 
     try:
         gateway = lookup(gateways, cmd.gateway)
-        result: GatewayResult | None = None
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception(_retryable),
-            stop=stop_after_attempt(RETRY_ATTEMPTS),
-            wait=wait_random_exponential(multiplier=0.2, max=5),
-            reraise=True,
-        ):
-            with attempt:
-                result = await call_gateway(gateway, cmd)
-        assert result is not None
+        result = await _with_retries(lambda: call_gateway(gateway, cmd))
         return outcome(
             result.status,
             gateway_reference=result.gateway_reference,
@@ -139,15 +219,21 @@ def register(
                 await send_to_dead_letter(topics.dead_letter, event, exc)
                 continue
             started = time.monotonic()
-            outcome = await execute(gateways, cmd)
-            latency_ms = int((time.monotonic() - started) * 1000)
-            log.info("%s %s -> %s (%d ms)", cmd.gateway, cmd.command_id, outcome.status, latency_ms)
+            if cmd.operation is Operation.REFUND:
+                refund = await execute_refund(gateways, cmd)
+                latency_ms = int((time.monotonic() - started) * 1000)
+                record = refund_outcome_to_record(
+                    refund, gateway=cmd.gateway, amount=cmd.amount.amount, latency_ms=latency_ms
+                )
+                answer = refund.state.value
+            else:
+                outcome = await execute(gateways, cmd)
+                latency_ms = int((time.monotonic() - started) * 1000)
+                record = outcome_to_record(outcome, gateway=cmd.gateway, latency_ms=latency_ms)
+                answer = outcome.status.value
+            log.info("%s %s -> %s (%d ms)", cmd.gateway, cmd.command_id, answer, latency_ms)
             await topics.gateway_results.send(
-                key=cmd.payment_id.encode(),
-                value=_RESULT.encode(
-                    outcome_to_record(outcome, gateway=cmd.gateway, latency_ms=latency_ms)
-                ),
-                headers=_RESULT.headers,
+                key=cmd.payment_id.encode(), value=_RESULT.encode(record), headers=_RESULT.headers
             )
 
     return gateway_executor

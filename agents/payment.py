@@ -19,24 +19,29 @@ from agents.dead_letter import send_to_dead_letter
 from agents.metrics import INPUTS_IGNORED, WEBHOOKS_UNHANDLED
 from domain.errors import PaymentError, SerializationError
 from domain.payment import Decision, GatewayNotice, Input, NoticeKind, decide
+from domain.refunds import RefundState
 from gateways.registry import interpret
 from schemas import codec, decode
 from schemas.records import (
+    action_from_record,
     command_to_record,
-    outcome_from_record,
     payment_requested_from_record,
+    refund_requested_from_record,
+    refund_status_record,
+    result_from_record,
     status_record,
     to_ms,
 )
 from streams import names
 from streams.app import Topics
 from tables.payments import Tables
-from tables.rows import payment_from_row, payment_to_row
+from tables.rows import payment_from_row, payment_to_row, refund_to_row
 
 log = logging.getLogger(__name__)
 
 _COMMAND = codec("gateway_command")
 _STATUS = codec("payment_status")
+_REFUND = codec("refund_status")
 
 
 class UnhandledEvent(Exception):
@@ -52,7 +57,11 @@ def decode_input(topic: str, value: bytes | None, headers: dict[str, bytes]) -> 
     if topic == names.PAYMENT_INITIATION:
         return payment_requested_from_record(decode("payment_requested", value, headers))
     if topic == names.GATEWAY_RESULTS:
-        return outcome_from_record(decode("gateway_result", value, headers))
+        return result_from_record(decode("gateway_result", value, headers))
+    if topic == names.PAYMENT_ACTIONS:
+        return action_from_record(decode("payment_action", value, headers))
+    if topic == names.REFUND_REQUEST:
+        return refund_requested_from_record(decode("refund_request", value, headers))
     if topic == names.GATEWAY_EVENTS:
         return notice_from_event(decode("gateway_event", value, headers))
     raise SerializationError(f"payment agent does not read topic {topic!r}")
@@ -76,16 +85,28 @@ def notice_from_event(rec: dict[str, Any]) -> GatewayNotice:
         gateway_reference=effect.gateway_reference,
         amount=effect.amount,
         decline_code=effect.decline_code,
+        refund_state=RefundState(effect.refund_status.value) if effect.refund_status else None,
+        refund_reference=effect.refund_reference,
     )
 
 
 def register(app: faust.App, topics: Topics, tables: Tables) -> Any:
     payments = tables.payments
 
-    async def emit(decision: Decision) -> None:
+    async def emit(decision: Decision, payment_id: str) -> None:
         state = decision.state
-        assert state is not None
-        key = state.payment_id.encode()
+        key = payment_id.encode()
+        currency = state.amount.currency if state else ""
+        for refund in decision.refund_changes:
+            await topics.refund_status.send(
+                key=key,
+                value=_REFUND.encode(refund_status_record(refund, currency)),
+                headers=_REFUND.headers,
+            )
+            if state is not None and (line := state.refund(refund.refund_id)) is not None:
+                tables.refunds[refund.refund_id] = refund_to_row(line, payment_id)
+        if state is None:
+            return
         for command in decision.commands:
             await topics.gateway_commands.send(
                 key=key, value=_COMMAND.encode(command_to_record(command)), headers=_COMMAND.headers
@@ -116,8 +137,7 @@ def register(app: faust.App, topics: Topics, tables: Tables) -> Any:
                 log.info(
                     "ignored %s for %s: %s", type(item).__name__, item.payment_id, decision.ignored
                 )
-            else:
-                await emit(decision)
+            await emit(decision, item.payment_id)
             if decision.state is not None and decision.state != state:
                 payments[item.payment_id] = payment_to_row(decision.state)
 

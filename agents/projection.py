@@ -1,8 +1,10 @@
-"""Project `payment_status` into the Redis read model, in batches, never backwards."""
+"""Project `payment_status` and `refund_status` into the Redis read model: in batches, and a
+record only lands when its seq is newer than the stored one, so never backwards."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -16,7 +18,14 @@ from domain.errors import SerializationError
 from schemas import decode
 from schemas.records import to_ms
 from streams.app import Topics
-from streams.readmodel import SET_IF_NEWER, document_from_status, dumps, payment_key
+from streams.readmodel import (
+    SET_IF_NEWER,
+    document_from_status,
+    dumps,
+    payment_key,
+    refund_document,
+    refund_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -24,31 +33,48 @@ BATCH = 500
 BATCH_WINDOW_S = 0.02
 
 
-def register(app: faust.App, topics: Topics, redis: aioredis.Redis) -> Any:
+# schema name -> (Redis key of the record, document for GET)
+_VIEWS: dict[str, tuple[Callable[[dict[str, Any]], str], Callable[[dict[str, Any]], Any]]] = {
+    "payment_status": (
+        lambda rec: payment_key(rec["payment_id"]),
+        lambda rec: document_from_status(rec, to_ms(rec["occurred_at"])),
+    ),
+    "refund_status": (
+        lambda rec: refund_key(rec["refund_id"]),
+        lambda rec: refund_document(rec, to_ms(rec["occurred_at"])),
+    ),
+}
+
+
+def register(app: faust.App, topics: Topics, redis: aioredis.Redis) -> list[Any]:
     set_if_newer = redis.register_script(SET_IF_NEWER)
 
-    @app.agent(topics.payment_status, name="redis-projection")
-    async def redis_projection(stream: Any) -> Any:
-        async for events in stream.take_events(BATCH, within=BATCH_WINDOW_S):
-            pipe = redis.pipeline(transaction=False)
-            queued = 0
-            for event in events:
-                try:
-                    rec = decode("payment_status", event.value, dict(event.headers or {}))
-                except SerializationError as exc:
-                    await send_to_dead_letter(topics.dead_letter, event, exc)
-                    continue
-                doc = document_from_status(rec, to_ms(rec["occurred_at"]))
-                await set_if_newer(
-                    keys=[payment_key(rec["payment_id"])],
-                    args=[rec["seq"], dumps(doc)],
-                    client=pipe,
-                )
-                queued += 1
-            if queued:
-                await _execute_until_done(pipe)
+    def projection(topic: Any, schema: str) -> Any:
+        key_of, document_of = _VIEWS[schema]
 
-    return redis_projection
+        async def project(stream: Any) -> Any:
+            async for events in stream.take_events(BATCH, within=BATCH_WINDOW_S):
+                pipe = redis.pipeline(transaction=False)
+                queued = 0
+                for event in events:
+                    try:
+                        rec = decode(schema, event.value, dict(event.headers or {}))
+                    except SerializationError as exc:
+                        await send_to_dead_letter(topics.dead_letter, event, exc)
+                        continue
+                    await set_if_newer(
+                        keys=[key_of(rec)], args=[rec["seq"], dumps(document_of(rec))], client=pipe
+                    )
+                    queued += 1
+                if queued:
+                    await _execute_until_done(pipe)
+
+        return app.agent(topic, name=f"redis-projection-{schema}")(project)
+
+    return [
+        projection(topics.payment_status, "payment_status"),
+        projection(topics.refund_status, "refund_status"),
+    ]
 
 
 async def _execute_until_done(pipe: Any) -> None:

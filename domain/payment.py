@@ -13,6 +13,16 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from domain.money import Money
+from domain.refunds import (
+    FINAL_REFUND_STATES,
+    RefundChange,
+    RefundLine,
+    RefundOutcome,
+    RefundRequested,
+    RefundState,
+    processed,
+    refundable,
+)
 from domain.status import PaymentStatus, can_move
 
 
@@ -23,6 +33,9 @@ class CaptureMode(StrEnum):
 
 class Operation(StrEnum):
     AUTHORIZE = "authorize"  # authorize, and capture too when capture is automatic
+    CAPTURE = "capture"
+    CANCEL = "cancel"
+    REFUND = "refund"
 
 
 class Source(StrEnum):
@@ -97,9 +110,34 @@ class GatewayNotice:
     gateway_reference: str | None = None
     amount: int | None = None
     decline_code: str | None = None
+    refund_state: RefundState | None = None  # for refund news
+    refund_reference: str | None = None
 
 
-Input = PaymentRequested | GatewayOutcome | GatewayNotice
+@dataclass(frozen=True, slots=True)
+class CaptureRequested:
+    payment_id: str
+    request_id: str  # the client's idempotency key: a retried request is the same request
+    requested_at_ms: int
+    amount: int | None = None  # None captures everything authorized
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequested:
+    payment_id: str
+    request_id: str
+    requested_at_ms: int
+
+
+Input = (
+    PaymentRequested
+    | GatewayOutcome
+    | GatewayNotice
+    | CaptureRequested
+    | CancelRequested
+    | RefundRequested
+    | RefundOutcome
+)
 
 
 # --- outputs ----------------------------------------------------------------
@@ -116,6 +154,9 @@ class GatewayCommand:
     order_id: str
     user_id: str
     issued_at_ms: int
+    gateway_reference: str | None = None  # the gateway's object, for capture/cancel/refund
+    refund_id: str | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,13 +185,20 @@ class Payment:
     metadata: Mapping[str, str] = field(default_factory=dict)
     gateway_reference: str | None = None
     captured_amount: int = 0
-    refunded_amount: int = 0
     decline_code: str | None = None
     error_code: str | None = None
     outstanding_command: str | None = None
     card: CardSummary | None = None
+    refunds: tuple[RefundLine, ...] = ()
     # Recently applied inputs ("<command_id>=<status>" or "evt:<event id>"), to spot redeliveries.
     recent_inputs: tuple[str, ...] = ()
+
+    @property
+    def refunded_amount(self) -> int:
+        return processed(self.refunds)
+
+    def refund(self, refund_id: str) -> RefundLine | None:
+        return next((r for r in self.refunds if r.refund_id == refund_id), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +206,7 @@ class Decision:
     state: Payment | None
     changes: tuple[StatusChange, ...] = ()
     commands: tuple[GatewayCommand, ...] = ()
+    refund_changes: tuple[RefundChange, ...] = ()
     ignored: str | None = None  # why the input moved no status, when it did not
 
 
@@ -171,7 +220,13 @@ def decide(state: Payment | None, event: Input) -> Decision:
         return _on_request(state, event)
     if isinstance(event, GatewayOutcome):
         return _on_outcome(state, event)
-    return _on_notice(state, event)
+    if isinstance(event, GatewayNotice):
+        return _on_notice(state, event)
+    if isinstance(event, CaptureRequested | CancelRequested):
+        return _on_action(state, event)
+    if isinstance(event, RefundRequested):
+        return _on_refund_request(state, event)
+    return _on_refund_outcome(state, event)
 
 
 def _on_request(state: Payment | None, req: PaymentRequested) -> Decision:
@@ -226,6 +281,17 @@ def _on_outcome(state: Payment | None, out: GatewayOutcome) -> Decision:
     key = f"{out.command_id}={out.status.value}"
     if key in state.recent_inputs:
         return Decision(state, ignored="duplicate_outcome")
+    if out.operation in (Operation.CAPTURE, Operation.CANCEL) and out.status in _NO_ANSWER:
+        # A failed capture or cancel leaves the authorization as it was; the client may retry.
+        cleared = dataclasses.replace(
+            state,
+            outstanding_command=None
+            if out.command_id == state.outstanding_command
+            else state.outstanding_command,
+            recent_inputs=_remember(state.recent_inputs, key),
+        )
+        reason = out.error_code or out.status.value
+        return Decision(cleared, ignored=f"{out.operation.value}_failed:{reason}")
     outstanding = state.outstanding_command
     if out.command_id == outstanding and out.status not in _STILL_WAITING:
         outstanding = None
@@ -251,8 +317,7 @@ def _on_notice(state: Payment | None, notice: GatewayNotice) -> Decision:
     if key in state.recent_inputs:
         return Decision(state, ignored="duplicate_event")
     if notice.kind is NoticeKind.REFUND:
-        # Refunds are applied from refund requests and their results, not from news alone.
-        return Decision(state, ignored="refund_event_not_tracked")
+        return _on_refund_notice(state, notice, key)
     if notice.status is None:
         return Decision(state, ignored="no_status")
     return _advance(
@@ -291,10 +356,12 @@ def _advance(
 ) -> Decision:
     """Move to `status` if that is forward; otherwise record why not."""
     if status == state.status:
-        return Decision(_with_details(state, card, gateway_reference), ignored="no_change")
+        return Decision(
+            _with_details(state, card, gateway_reference, outstanding), ignored="no_change"
+        )
     if not can_move(state.status, status):
         return Decision(
-            _with_details(state, card, gateway_reference),
+            _with_details(state, card, gateway_reference, outstanding),
             ignored=f"regressive:{state.status.value}->{status.value}",
         )
     captured = state.captured_amount
@@ -327,6 +394,232 @@ def _advance(
     return Decision(new, changes=(change,))
 
 
+_NO_ANSWER = frozenset({PaymentStatus.FAILED, PaymentStatus.UNKNOWN})
+_CAPTURABLE = frozenset({PaymentStatus.AUTHORIZED})
+_CANCELABLE = frozenset({PaymentStatus.AUTHORIZED, PaymentStatus.REQUIRES_ACTION})
+_REFUNDABLE = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.PARTIALLY_REFUNDED})
+
+
+def _command(
+    state: Payment,
+    operation: Operation,
+    cid: str,
+    amount: Money,
+    *,
+    at_ms: int,
+    refund_id: str | None = None,
+    reason: str | None = None,
+) -> GatewayCommand:
+    return GatewayCommand(
+        command_id=cid,
+        payment_id=state.payment_id,
+        operation=operation,
+        gateway=state.gateway,
+        amount=amount,
+        capture=state.capture,
+        method_token="",
+        idempotency_key=cid,
+        order_id=state.order_id,
+        user_id=state.user_id,
+        issued_at_ms=at_ms,
+        gateway_reference=state.gateway_reference,
+        refund_id=refund_id,
+        reason=reason,
+    )
+
+
+def _on_action(state: Payment | None, req: CaptureRequested | CancelRequested) -> Decision:
+    """Capture or cancel an authorization: one command at a time, from a state that allows it."""
+    capture = isinstance(req, CaptureRequested)
+    operation = Operation.CAPTURE if capture else Operation.CANCEL
+    if state is None:
+        return Decision(None, ignored="unknown_payment")
+    cid = f"{state.payment_id}:{operation.value}:{req.request_id}"
+    if cid == state.outstanding_command or f"{cid}=request" in state.recent_inputs:
+        return Decision(state, ignored="duplicate_request")
+    allowed = _CAPTURABLE if capture else _CANCELABLE
+    if state.status not in allowed:
+        return Decision(state, ignored=f"not_{operation.value}able:{state.status.value}")
+    if state.outstanding_command is not None:
+        return Decision(state, ignored="command_in_progress")
+    amount = state.amount.amount
+    if isinstance(req, CaptureRequested) and req.amount is not None:
+        if not 0 < req.amount <= state.amount.amount:
+            return Decision(state, ignored="capture_amount_invalid")
+        amount = req.amount
+    command = _command(
+        state, operation, cid, Money(amount, state.amount.currency), at_ms=req.requested_at_ms
+    )
+    new = dataclasses.replace(
+        state,
+        outstanding_command=cid,
+        recent_inputs=_remember(state.recent_inputs, f"{cid}=request"),
+    )
+    return Decision(new, commands=(command,))
+
+
+def _refund_change(
+    line: RefundLine, payment_id: str, previous: RefundState | None, at_ms: int
+) -> RefundChange:
+    return RefundChange(
+        refund_id=line.refund_id,
+        payment_id=payment_id,
+        seq=line.seq,
+        state=line.state,
+        previous_state=previous,
+        amount=line.amount,
+        occurred_at_ms=at_ms,
+        reason=line.reason,
+        error_code=line.error_code,
+        gateway_reference=line.gateway_reference,
+    )
+
+
+def _on_refund_request(state: Payment | None, req: RefundRequested) -> Decision:
+    line = RefundLine(
+        refund_id=req.refund_id,
+        amount=req.amount or 0,
+        state=RefundState.INITIATED,
+        fingerprint=req.fingerprint,
+        created_at_ms=req.requested_at_ms,
+        updated_at_ms=req.requested_at_ms,
+        reason=req.reason,
+    )
+    if state is None:
+        refused = dataclasses.replace(line, state=RefundState.FAILED, error_code="unknown_payment")
+        change = _refund_change(refused, req.payment_id, None, req.requested_at_ms)
+        return Decision(None, refund_changes=(change,), ignored="unknown_payment")
+    existing = state.refund(req.refund_id)
+    if existing is not None:
+        same = existing.fingerprint == req.fingerprint
+        return Decision(state, ignored="duplicate_request" if same else "idempotency_conflict")
+    available = refundable(state.captured_amount, state.refunds)
+    amount = available if req.amount is None else req.amount
+    error = None
+    if state.status not in _REFUNDABLE:
+        error = "payment_not_refundable"
+    elif not 0 < amount <= available:
+        error = "amount_exceeds_refundable"
+    line = dataclasses.replace(line, amount=amount)
+    if error is not None:
+        line = dataclasses.replace(line, state=RefundState.FAILED, error_code=error)
+    new = dataclasses.replace(state, refunds=(*state.refunds, line))
+    change = _refund_change(line, state.payment_id, None, req.requested_at_ms)
+    if error is not None:
+        return Decision(new, refund_changes=(change,))
+    command = _command(
+        state,
+        Operation.REFUND,
+        f"{req.refund_id}:refund",
+        Money(amount, state.amount.currency),
+        at_ms=req.requested_at_ms,
+        refund_id=req.refund_id,
+        reason=req.reason,
+    )
+    return Decision(new, commands=(command,), refund_changes=(change,))
+
+
+def _on_refund_outcome(state: Payment | None, out: RefundOutcome) -> Decision:
+    if state is None:
+        return Decision(None, ignored="unknown_payment")
+    line = state.refund(out.refund_id)
+    if line is None:
+        return Decision(state, ignored="unknown_refund")
+    if line.state in FINAL_REFUND_STATES:
+        return Decision(state, ignored="duplicate_outcome")
+    if out.state is RefundState.INITIATED:
+        # Accepted, not yet done: keep the gateway's reference so its webhook can find it.
+        updated = dataclasses.replace(line, gateway_reference=out.gateway_reference)
+        return Decision(_replace_refund(state, updated), ignored="refund_pending")
+    return _settle_refund(
+        state, line, out.state, Source.GATEWAY, out.occurred_at_ms, out.gateway_reference,
+        out.error_code,
+    )  # fmt: skip
+
+
+def _on_refund_notice(state: Payment, notice: GatewayNotice, key: str) -> Decision:
+    line = _refund_for_notice(state, notice)
+    if line is None:
+        return Decision(state, ignored="unknown_refund")
+    if line.state in FINAL_REFUND_STATES:
+        return Decision(state, ignored="duplicate_event")
+    if notice.refund_state not in FINAL_REFUND_STATES:
+        return Decision(state, ignored="refund_pending")
+    assert notice.refund_state is not None
+    decision = _settle_refund(
+        state, line, notice.refund_state, notice.source, notice.occurred_at_ms,
+        notice.refund_reference, None,
+    )  # fmt: skip
+    assert decision.state is not None
+    remembered = dataclasses.replace(
+        decision.state, recent_inputs=_remember(decision.state.recent_inputs, key)
+    )
+    return dataclasses.replace(decision, state=remembered)
+
+
+def _refund_for_notice(state: Payment, notice: GatewayNotice) -> RefundLine | None:
+    """The refund a webhook speaks of: by the gateway's refund id, or, when the webhook beat
+    the refund call's own answer, the one open refund of that amount."""
+    if notice.refund_reference:
+        for line in state.refunds:
+            if line.gateway_reference == notice.refund_reference:
+                return line
+    candidates = [
+        line
+        for line in state.refunds
+        if line.state is RefundState.INITIATED
+        and line.gateway_reference is None
+        and line.amount == notice.amount
+    ]
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def _replace_refund(state: Payment, line: RefundLine) -> Payment:
+    refunds = tuple(line if r.refund_id == line.refund_id else r for r in state.refunds)
+    return dataclasses.replace(state, refunds=refunds)
+
+
+def _settle_refund(
+    state: Payment,
+    line: RefundLine,
+    final: RefundState,
+    source: Source,
+    at_ms: int,
+    gateway_reference: str | None,
+    error_code: str | None,
+) -> Decision:
+    done = dataclasses.replace(
+        line,
+        state=final,
+        seq=line.seq + 1,
+        updated_at_ms=max(line.updated_at_ms, at_ms),
+        gateway_reference=gateway_reference or line.gateway_reference,
+        error_code=error_code if final is RefundState.FAILED else None,
+    )
+    refund_change = _refund_change(done, state.payment_id, line.state, at_ms)
+    new = _replace_refund(state, done)
+    if final is not RefundState.PROCESSED:
+        return Decision(new, refund_changes=(refund_change,))
+    status = (
+        PaymentStatus.REFUNDED
+        if new.refunded_amount >= state.captured_amount
+        else PaymentStatus.PARTIALLY_REFUNDED
+    )
+    # Partially refunded twice is still a transition: the refunded amount moved.
+    if status != state.status and not can_move(state.status, status):
+        return Decision(new, refund_changes=(refund_change,))
+    new = dataclasses.replace(new, status=status, seq=state.seq + 1)
+    change = StatusChange(
+        payment_id=state.payment_id,
+        seq=new.seq,
+        status=status,
+        previous_status=state.status,
+        source=source,
+        occurred_at_ms=at_ms,
+    )
+    return Decision(new, changes=(change,), refund_changes=(refund_change,))
+
+
 # While a command's outcome is one of these, more news about it is still expected.
 _STILL_WAITING = frozenset(
     {PaymentStatus.REQUIRES_ACTION, PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN}
@@ -334,19 +627,17 @@ _STILL_WAITING = frozenset(
 
 
 def _with_details(
-    state: Payment, card: CardSummary | None, gateway_reference: str | None
+    state: Payment, card: CardSummary | None, gateway_reference: str | None, outstanding: str | None
 ) -> Payment:
-    """News that moves no status may still fill in what we lacked (a webhook can beat the
-    gateway call's own answer, and only the answer carries the card)."""
-    if (card is None or state.card is not None) and (
-        gateway_reference is None or state.gateway_reference is not None
-    ):
-        return state
-    return dataclasses.replace(
+    """News that moves no status may still fill in what we lacked, and answer the command we
+    were waiting on: a webhook can beat the gateway call's own answer."""
+    new = dataclasses.replace(
         state,
         card=state.card or card,
         gateway_reference=state.gateway_reference or gateway_reference,
+        outstanding_command=outstanding,
     )
+    return state if new == state else new
 
 
 def _remember(applied: tuple[str, ...], key: str) -> tuple[str, ...]:

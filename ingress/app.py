@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
+from ingress.actions import cancel_payment, capture_payment, create_refund, get_refund
 from ingress.errors import ApiError, handle_api_error, handle_http_exception, handle_unexpected
 from ingress.kafka import Producer
 from ingress.openapi import build_openapi
@@ -73,6 +74,10 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             Route("/v1/payments", create_payment, methods=["POST"]),
             Route("/v1/payments/{payment_id}", get_payment, methods=["GET"]),
+            Route("/v1/payments/{payment_id}/capture", capture_payment, methods=["POST"]),
+            Route("/v1/payments/{payment_id}/cancel", cancel_payment, methods=["POST"]),
+            Route("/v1/payments/{payment_id}/refunds", create_refund, methods=["POST"]),
+            Route("/v1/refunds/{refund_id}", get_refund, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/v1/webhooks/{gateway}", receive_webhook, methods=["POST"]),

@@ -84,3 +84,52 @@ class PaymentView(BaseModel):
     card: dict[str, str | None] | None = None
     seq: int
     updated_at_ms: int
+
+
+class CaptureBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    amount: Annotated[StrictInt, Field(gt=0, le=MAX_MINOR_UNITS)] | None = Field(
+        default=None, description="minor units to capture; omitted captures all authorized"
+    )
+
+
+class RefundBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    amount: Annotated[StrictInt, Field(gt=0, le=MAX_MINOR_UNITS)] | None = Field(
+        default=None, description="minor units; omitted refunds everything still refundable"
+    )
+    currency: Annotated[str, StringConstraints(min_length=3, max_length=3)] | None = Field(
+        default=None, description="if given, must be the payment's currency"
+    )
+    reason: Literal["duplicate", "fraudulent", "requested_by_customer"] | None = None
+
+    def fingerprint(self) -> str:
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ActionAccepted(BaseModel):
+    payment_id: str
+    action: Literal["capture", "cancel"]
+    status: Literal["requested"] = "requested"
+
+
+class RefundAccepted(BaseModel):
+    refund_id: str
+    payment_id: str
+    status: Literal["initiated"] = "initiated"
+
+
+class RefundView(BaseModel):
+    refund_id: str
+    payment_id: str
+    status: str
+    amount: int
+    currency: str
+    reason: str | None
+    error_code: str | None
+    gateway_reference: str | None
+    seq: int
+    updated_at_ms: int

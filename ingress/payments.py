@@ -12,46 +12,31 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from domain.cards import contains_pan
 from domain.errors import UnknownCurrency
 from domain.ids import payment_id_for
 from ingress.body import read_json
 from ingress.errors import ApiError
+from ingress.guards import (
+    check_idempotency,
+    reject_card_numbers,
+    require_idempotency_key,
+    validation_details,
+)
 from ingress.models import CreatePayment, PaymentAccepted
 from schemas import codec
 from streams import names
-from streams.readmodel import dumps, idempotency_key, payment_key
+from streams.readmodel import dumps, payment_key
 
 log = logging.getLogger(__name__)
 
 _REQUESTED = codec("payment_requested")
 
 
-def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
-    # Never echo input values back: they may hold secrets.
-    return [
-        {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
-        for err in exc.errors(include_input=False, include_url=False)
-    ]
-
-
 async def create_payment(request: Request) -> JSONResponse:
     state = request.app.state
     settings = state.settings
-    key = request.headers.get("idempotency-key")
-    if not key or len(key) > 255 or not key.isascii() or not key.isprintable():
-        raise ApiError(
-            400,
-            "idempotency_key_required",
-            "an Idempotency-Key header (1-255 ASCII chars) is required",
-        )
-    raw = await read_json(request, settings.max_body_bytes)
-    if contains_pan(raw):
-        raise ApiError(
-            400,
-            "raw_card_number_rejected",
-            "card numbers must never be sent; tokenize the card and send the gateway token",
-        )
+    key = require_idempotency_key(request)
+    raw = reject_card_numbers(await read_json(request, settings.max_body_bytes))
     try:
         body = CreatePayment.model_validate(raw)
     except UnknownCurrency as exc:
@@ -69,7 +54,7 @@ async def create_payment(request: Request) -> JSONResponse:
     payment_id = payment_id_for(key)
     fingerprint = body.fingerprint()
     accepted = PaymentAccepted(payment_id=payment_id).model_dump()
-    await _check_idempotency(request, key, payment_id, fingerprint)
+    await check_idempotency(request, key, payment_id, fingerprint)
 
     now_ms = int(time.time() * 1000)
     record = {
@@ -96,26 +81,6 @@ async def create_payment(request: Request) -> JSONResponse:
     )
     await _seed_read_model(request, record)
     return JSONResponse(accepted, status_code=202)
-
-
-async def _check_idempotency(request: Request, key: str, payment_id: str, fingerprint: str) -> None:
-    """Redis fast path for conflicts; the agent's table stays the source of truth."""
-    state = request.app.state
-    entry = json.dumps({"payment_id": payment_id, "fingerprint": fingerprint})
-    try:
-        created = await state.redis.set(
-            idempotency_key(key), entry, nx=True, ex=state.settings.idempotency_ttl_s
-        )
-        stored = None if created else await state.redis.get(idempotency_key(key))
-    except RedisError as exc:
-        log.warning("idempotency fast path unavailable: %s", type(exc).__name__)
-        return
-    if stored is not None and json.loads(stored).get("fingerprint") != fingerprint:
-        raise ApiError(
-            409,
-            "idempotency_key_reused",
-            "this Idempotency-Key was used with a different request body",
-        )
 
 
 async def _seed_read_model(request: Request, rec: dict[str, Any]) -> None:

@@ -38,7 +38,7 @@ class Codec:
         try:
             # fastavro's writer silently truncates a float written to a long: validate first.
             fastavro.validation.validate(record, self.schema, raise_errors=True)
-            fastavro.schemaless_writer(buf, self.schema, dict(record), strict=True)
+            fastavro.schemaless_writer(buf, self.schema, dict(record), strict_allow_default=True)
         except Exception as exc:
             raise SerializationError(f"{self.name}: cannot encode record: {exc}") from exc
         return buf.getvalue()

@@ -8,7 +8,9 @@ from typing import Any
 from domain.errors import SerializationError
 from domain.money import Money
 from domain.payment import (
+    CancelRequested,
     CaptureMode,
+    CaptureRequested,
     CardSummary,
     GatewayCommand,
     GatewayOutcome,
@@ -17,6 +19,7 @@ from domain.payment import (
     PaymentRequested,
     StatusChange,
 )
+from domain.refunds import RefundChange, RefundOutcome, RefundRequested, RefundState
 from domain.status import PaymentStatus
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -60,6 +63,9 @@ def command_to_record(cmd: GatewayCommand) -> dict[str, Any]:
         "idempotency_key": cmd.idempotency_key,
         "order_id": cmd.order_id,
         "user_id": cmd.user_id,
+        "gateway_reference": cmd.gateway_reference,
+        "refund_id": cmd.refund_id,
+        "reason": cmd.reason,
         "issued_at": cmd.issued_at_ms,
     }
 
@@ -78,6 +84,9 @@ def command_from_record(rec: dict[str, Any]) -> GatewayCommand:
             order_id=rec["order_id"],
             user_id=rec["user_id"],
             issued_at_ms=to_ms(rec["issued_at"]),
+            gateway_reference=rec.get("gateway_reference"),
+            refund_id=rec.get("refund_id"),
+            reason=rec.get("reason"),
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise SerializationError(f"invalid GatewayCommand: {exc}") from exc
@@ -101,6 +110,85 @@ def outcome_to_record(out: GatewayOutcome, *, gateway: str, latency_ms: int) -> 
         "card_exp_month": out.card.exp_month if out.card else None,
         "card_exp_year": out.card.exp_year if out.card else None,
         "occurred_at": out.occurred_at_ms,
+    }
+
+
+def refund_outcome_to_record(
+    out: RefundOutcome, *, gateway: str, amount: int, latency_ms: int
+) -> dict[str, Any]:
+    return {
+        "command_id": out.command_id,
+        "payment_id": out.payment_id,
+        "operation": Operation.REFUND.value,
+        "gateway": gateway,
+        "status": "refund",
+        "captured_amount": amount,
+        "error_code": out.error_code,
+        "latency_ms": latency_ms,
+        "refund_id": out.refund_id,
+        "refund_status": out.state.value,
+        "refund_reference": out.gateway_reference,
+        "occurred_at": out.occurred_at_ms,
+    }
+
+
+def result_from_record(rec: dict[str, Any]) -> GatewayOutcome | RefundOutcome:
+    """A `gateway_results` record: a payment outcome, or a refund's when operation=refund."""
+    if rec.get("operation") != Operation.REFUND.value:
+        return outcome_from_record(rec)
+    try:
+        return RefundOutcome(
+            payment_id=rec["payment_id"],
+            refund_id=rec["refund_id"],
+            command_id=rec["command_id"],
+            state=RefundState(rec["refund_status"]),
+            occurred_at_ms=to_ms(rec["occurred_at"]),
+            gateway_reference=rec.get("refund_reference"),
+            error_code=rec.get("error_code"),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise SerializationError(f"invalid refund GatewayResult: {exc}") from exc
+
+
+def action_from_record(rec: dict[str, Any]) -> CaptureRequested | CancelRequested:
+    try:
+        at = to_ms(rec["requested_at"])
+        if rec["action"] == "capture":
+            return CaptureRequested(rec["payment_id"], rec["request_id"], at, rec.get("amount"))
+        if rec["action"] == "cancel":
+            return CancelRequested(rec["payment_id"], rec["request_id"], at)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise SerializationError(f"invalid PaymentAction: {exc}") from exc
+    raise SerializationError(f"unknown payment action {rec.get('action')!r}")
+
+
+def refund_requested_from_record(rec: dict[str, Any]) -> RefundRequested:
+    try:
+        return RefundRequested(
+            payment_id=rec["payment_id"],
+            refund_id=rec["refund_id"],
+            amount=rec.get("amount"),
+            fingerprint=rec["fingerprint"],
+            requested_at_ms=to_ms(rec["requested_at"]),
+            reason=rec.get("reason"),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise SerializationError(f"invalid RefundRequested: {exc}") from exc
+
+
+def refund_status_record(change: RefundChange, currency: str) -> dict[str, Any]:
+    return {
+        "refund_id": change.refund_id,
+        "payment_id": change.payment_id,
+        "seq": change.seq,
+        "status": change.state.value,
+        "previous_status": change.previous_state.value if change.previous_state else None,
+        "amount": change.amount,
+        "currency": currency,
+        "reason": change.reason,
+        "error_code": change.error_code,
+        "gateway_reference": change.gateway_reference,
+        "occurred_at": change.occurred_at_ms,
     }
 
 

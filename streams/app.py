@@ -38,10 +38,11 @@ def create_app(settings: Settings) -> faust.App:
 
 @dataclass(frozen=True)
 class Topics:
-    payment_inputs: Any  # payment_initiation + gateway_results + gateway_events: payment agent
+    payment_inputs: Any  # every topic about a payment, consumed by the payment agent
     gateway_commands: Any
     gateway_results: Any  # for sending; consumed through payment_inputs
     payment_status: Any
+    refund_status: Any
     dead_letter: Any
 
 
@@ -58,9 +59,16 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         )
 
     return Topics(
-        payment_inputs=topic(names.PAYMENT_INITIATION, names.GATEWAY_RESULTS, names.GATEWAY_EVENTS),
+        payment_inputs=topic(
+            names.PAYMENT_INITIATION,
+            names.PAYMENT_ACTIONS,
+            names.REFUND_REQUEST,
+            names.GATEWAY_RESULTS,
+            names.GATEWAY_EVENTS,
+        ),
         gateway_commands=topic(names.GATEWAY_COMMANDS),
         gateway_results=topic(names.GATEWAY_RESULTS),
         payment_status=topic(names.PAYMENT_STATUS),
+        refund_status=topic(names.REFUND_STATUS),
         dead_letter=topic(names.DEAD_LETTER),
     )

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 PAYMENT_INITIATION = "payment_initiation"  # PaymentRequested, from the ingress or any service
+PAYMENT_ACTIONS = "payment_actions"  # PaymentAction: capture or cancel an authorization
+REFUND_REQUEST = "refund_request"  # RefundRequested
 GATEWAY_COMMANDS = "gateway_commands"  # GatewayCommand, payment agent -> executor
 GATEWAY_RESULTS = "gateway_results"  # GatewayResult, executor -> payment agent
 GATEWAY_EVENTS = "gateway_events"  # GatewayEvent, verified webhooks from the ingress
 PAYMENT_STATUS = "payment_status"  # PaymentStatus, one per transition, for consumers
+REFUND_STATUS = "refund_status"  # RefundStatus, one per refund transition
 DEAD_LETTER = "dead_letter"  # undecodable or unprocessable records, with reason headers
 
 # Every input about a payment is keyed by payment id, so these must share a partition count.
 KEYED_TOPICS = (
     PAYMENT_INITIATION,
+    PAYMENT_ACTIONS,
+    REFUND_REQUEST,
+    REFUND_STATUS,
     GATEWAY_COMMANDS,
     GATEWAY_RESULTS,
     GATEWAY_EVENTS,

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 PAYMENT_KEY = "payments:payment:{}"
+REFUND_KEY = "payments:refund:{}"
 IDEMPOTENCY_KEY = "payments:idem:{}"
 
 # KEYS[1] payment key; ARGV[1] seq; ARGV[2] document JSON
@@ -24,6 +25,26 @@ return 1
 
 def payment_key(payment_id: str) -> str:
     return PAYMENT_KEY.format(payment_id)
+
+
+def refund_key(refund_id: str) -> str:
+    return REFUND_KEY.format(refund_id)
+
+
+def refund_document(rec: dict[str, Any], occurred_at_ms: int) -> dict[str, Any]:
+    """The public JSON view of a refund, built from a `refund_status` record."""
+    return {
+        "refund_id": rec["refund_id"],
+        "payment_id": rec["payment_id"],
+        "status": rec["status"],
+        "amount": rec["amount"],
+        "currency": rec["currency"],
+        "reason": rec["reason"],
+        "error_code": rec["error_code"],
+        "gateway_reference": rec["gateway_reference"],
+        "seq": rec["seq"],
+        "updated_at_ms": occurred_at_ms,
+    }
 
 
 def idempotency_key(key: str) -> str:

@@ -13,6 +13,7 @@ from payments.settings import Settings
 @dataclass(frozen=True)
 class Tables:
     payments: Any  # payment_id -> row (tables.rows.payment_to_row)
+    refunds: Any  # refund_id -> refund row with its payment_id; written with its payment
 
 
 def declare_tables(app: faust.App, settings: Settings) -> Tables:
@@ -24,4 +25,11 @@ def declare_tables(app: faust.App, settings: Settings) -> Tables:
         # values use the app default serializer, json
         help="Payment state by payment id; the payment agent is its only writer.",
     )
-    return Tables(payments=payments)
+    refunds = app.Table(
+        "refunds",
+        default=None,
+        partitions=settings.topic_partitions,
+        key_type=str,
+        help="Refunds by refund id, written by the payment agent next to their payment.",
+    )
+    return Tables(payments=payments, refunds=refunds)

@@ -7,6 +7,7 @@ from typing import Any
 
 from domain.money import Money
 from domain.payment import CaptureMode, CardSummary, Payment
+from domain.refunds import RefundLine, RefundState
 from domain.status import PaymentStatus
 
 ROW_VERSION = 1
@@ -30,7 +31,8 @@ def payment_to_row(p: Payment) -> dict[str, Any]:
         "metadata": dict(p.metadata),
         "gateway_reference": p.gateway_reference,
         "captured_amount": p.captured_amount,
-        "refunded_amount": p.refunded_amount,
+        "refunded_amount": p.refunded_amount,  # derived; kept for people reading rows
+        "refunds": [dataclasses.asdict(r) for r in p.refunds],
         "decline_code": p.decline_code,
         "error_code": p.error_code,
         "outstanding_command": p.outstanding_command,
@@ -55,10 +57,18 @@ def payment_from_row(row: dict[str, Any]) -> Payment:
         metadata=row.get("metadata") or {},
         gateway_reference=row.get("gateway_reference"),
         captured_amount=row.get("captured_amount", 0),
-        refunded_amount=row.get("refunded_amount", 0),
+        refunds=tuple(_refund(r) for r in row.get("refunds") or ()),
         decline_code=row.get("decline_code"),
         error_code=row.get("error_code"),
         outstanding_command=row.get("outstanding_command"),
         card=CardSummary(**row["card"]) if row.get("card") else None,
         recent_inputs=tuple(row.get("recent_inputs") or ()),
     )
+
+
+def _refund(row: dict[str, Any]) -> RefundLine:
+    return RefundLine(**{**row, "state": RefundState(row["state"])})
+
+
+def refund_to_row(line: RefundLine, payment_id: str) -> dict[str, Any]:
+    return {"v": ROW_VERSION, "payment_id": payment_id, **dataclasses.asdict(line)}

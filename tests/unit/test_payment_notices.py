@@ -51,10 +51,10 @@ def test_dispute_after_capture_moves_to_disputed() -> None:
     assert d.state is not None and d.state.status is S.DISPUTED
 
 
-def test_refund_news_alone_changes_nothing_yet() -> None:
+def test_refund_news_about_no_refund_of_ours_is_ignored() -> None:
     state = decide(None, request()).state
     d = decide(state, notice(None, "evt_re", NoticeKind.REFUND))
-    assert d.ignored == "refund_event_not_tracked"
+    assert d.ignored == "unknown_refund" and not d.changes
 
 
 CLEAN = [
