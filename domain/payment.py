@@ -190,6 +190,12 @@ class Payment:
     outstanding_command: str | None = None
     card: CardSummary | None = None
     refunds: tuple[RefundLine, ...] = ()
+    # The outbox: commands issued and not yet answered, and the last status change. A crash
+    # can lose outputs that were sent but not yet acknowledged while the table write survived;
+    # a redelivered input then finds itself a duplicate and re-emits these (the gateway dedupes
+    # by idempotency key, consumers by seq), so nothing accepted is lost.
+    pending_commands: tuple[GatewayCommand, ...] = ()
+    last_change: StatusChange | None = None
     # Recently applied inputs ("<command_id>=<status>" or "evt:<event id>"), to spot redeliveries.
     recent_inputs: tuple[str, ...] = ()
 
@@ -216,6 +222,25 @@ def command_id(payment_id: str, operation: Operation, attempt: int = 1) -> str:
 
 
 def decide(state: Payment | None, event: Input) -> Decision:
+    decision = _decide(state, event)
+    if decision.ignored in _REPLAYS and decision.state is not None:
+        return _replay(decision)
+    return decision
+
+
+# Duplicates that may be redeliveries after a crash: re-emit the outbox with them.
+_REPLAYS = frozenset({"duplicate_request", "duplicate_outcome", "duplicate_event"})
+
+
+def _replay(decision: Decision) -> Decision:
+    state = decision.state
+    assert state is not None
+    commands = state.pending_commands if decision.ignored == "duplicate_request" else ()
+    changes = (state.last_change,) if state.last_change is not None else ()
+    return dataclasses.replace(decision, commands=commands, changes=changes)
+
+
+def _decide(state: Payment | None, event: Input) -> Decision:
     if isinstance(event, PaymentRequested):
         return _on_request(state, event)
     if isinstance(event, GatewayOutcome):
@@ -272,6 +297,7 @@ def _on_request(state: Payment | None, req: PaymentRequested) -> Decision:
         user_id=req.user_id,
         issued_at_ms=req.requested_at_ms,
     )
+    payment = dataclasses.replace(payment, pending_commands=(command,), last_change=change)
     return Decision(payment, changes=(change,), commands=(command,))
 
 
@@ -289,6 +315,9 @@ def _on_outcome(state: Payment | None, out: GatewayOutcome) -> Decision:
             if out.command_id == state.outstanding_command
             else state.outstanding_command,
             recent_inputs=_remember(state.recent_inputs, key),
+            pending_commands=tuple(
+                c for c in state.pending_commands if c.command_id != out.command_id
+            ),
         )
         reason = out.error_code or out.status.value
         return Decision(cleared, ignored=f"{out.operation.value}_failed:{reason}")
@@ -391,6 +420,9 @@ def _advance(
         source=source,
         occurred_at_ms=occurred_at_ms,
     )
+    new = dataclasses.replace(
+        new, last_change=change, pending_commands=_unanswered(new, state.outstanding_command)
+    )
     return Decision(new, changes=(change,))
 
 
@@ -454,6 +486,7 @@ def _on_action(state: Payment | None, req: CaptureRequested | CancelRequested) -
         state,
         outstanding_command=cid,
         recent_inputs=_remember(state.recent_inputs, f"{cid}=request"),
+        pending_commands=(*state.pending_commands, command),
     )
     return Decision(new, commands=(command,))
 
@@ -516,6 +549,7 @@ def _on_refund_request(state: Payment | None, req: RefundRequested) -> Decision:
         refund_id=req.refund_id,
         reason=req.reason,
     )
+    new = dataclasses.replace(new, pending_commands=(*new.pending_commands, command))
     return Decision(new, commands=(command,), refund_changes=(change,))
 
 
@@ -598,6 +632,10 @@ def _settle_refund(
     )
     refund_change = _refund_change(done, state.payment_id, line.state, at_ms)
     new = _replace_refund(state, done)
+    command_id = f"{line.refund_id}:refund"
+    new = dataclasses.replace(
+        new, pending_commands=tuple(c for c in new.pending_commands if c.command_id != command_id)
+    )
     if final is not RefundState.PROCESSED:
         return Decision(new, refund_changes=(refund_change,))
     status = (
@@ -608,15 +646,15 @@ def _settle_refund(
     # Partially refunded twice is still a transition: the refunded amount moved.
     if status != state.status and not can_move(state.status, status):
         return Decision(new, refund_changes=(refund_change,))
-    new = dataclasses.replace(new, status=status, seq=state.seq + 1)
     change = StatusChange(
         payment_id=state.payment_id,
-        seq=new.seq,
+        seq=state.seq + 1,
         status=status,
         previous_status=state.status,
         source=source,
         occurred_at_ms=at_ms,
     )
+    new = dataclasses.replace(new, status=status, seq=change.seq, last_change=change)
     return Decision(new, changes=(change,), refund_changes=(refund_change,))
 
 
@@ -624,6 +662,13 @@ def _settle_refund(
 _STILL_WAITING = frozenset(
     {PaymentStatus.REQUIRES_ACTION, PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN}
 )
+
+
+def _unanswered(state: Payment, previously_outstanding: str | None) -> tuple[GatewayCommand, ...]:
+    """Drop the command that was outstanding once it no longer is: it has its answer."""
+    if previously_outstanding is None or state.outstanding_command == previously_outstanding:
+        return state.pending_commands
+    return tuple(c for c in state.pending_commands if c.command_id != previously_outstanding)
 
 
 def _with_details(
@@ -637,6 +682,7 @@ def _with_details(
         gateway_reference=state.gateway_reference or gateway_reference,
         outstanding_command=outstanding,
     )
+    new = dataclasses.replace(new, pending_commands=_unanswered(new, state.outstanding_command))
     return state if new == state else new
 
 

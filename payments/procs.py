@@ -18,7 +18,11 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:
-    """Linux: the child gets SIGTERM if the supervisor dies, even by SIGKILL."""
+    """Linux: the child gets SIGTERM if the supervisor dies, even by SIGKILL.
+
+    The signal follows the *thread* that started the child: start children from the main
+    thread, or they die when a helper thread that started them ends.
+    """
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 

@@ -6,7 +6,15 @@ import dataclasses
 from typing import Any
 
 from domain.money import Money
-from domain.payment import CaptureMode, CardSummary, Payment
+from domain.payment import (
+    CaptureMode,
+    CardSummary,
+    GatewayCommand,
+    Operation,
+    Payment,
+    Source,
+    StatusChange,
+)
 from domain.refunds import RefundLine, RefundState
 from domain.status import PaymentStatus
 
@@ -37,6 +45,8 @@ def payment_to_row(p: Payment) -> dict[str, Any]:
         "error_code": p.error_code,
         "outstanding_command": p.outstanding_command,
         "card": dataclasses.asdict(p.card) if p.card else None,
+        "pending_commands": [_command_row(c) for c in p.pending_commands],
+        "last_change": _change_row(p.last_change) if p.last_change else None,
         "recent_inputs": list(p.recent_inputs),
     }
 
@@ -62,6 +72,8 @@ def payment_from_row(row: dict[str, Any]) -> Payment:
         error_code=row.get("error_code"),
         outstanding_command=row.get("outstanding_command"),
         card=CardSummary(**row["card"]) if row.get("card") else None,
+        pending_commands=tuple(_command(c) for c in row.get("pending_commands") or ()),
+        last_change=_change(row["last_change"]) if row.get("last_change") else None,
         recent_inputs=tuple(row.get("recent_inputs") or ()),
     )
 
@@ -72,3 +84,38 @@ def _refund(row: dict[str, Any]) -> RefundLine:
 
 def refund_to_row(line: RefundLine, payment_id: str) -> dict[str, Any]:
     return {"v": ROW_VERSION, "payment_id": payment_id, **dataclasses.asdict(line)}
+
+
+def _command_row(c: GatewayCommand) -> dict[str, Any]:
+    row = dataclasses.asdict(c)
+    row["amount"] = c.amount.amount
+    row["currency"] = c.amount.currency
+    return row
+
+
+def _command(row: dict[str, Any]) -> GatewayCommand:
+    fields = {k: v for k, v in row.items() if k != "currency"}
+    return GatewayCommand(
+        **{
+            **fields,
+            "operation": Operation(row["operation"]),
+            "capture": CaptureMode(row["capture"]),
+            "amount": Money(row["amount"], row["currency"]),
+        }
+    )
+
+
+def _change_row(c: StatusChange) -> dict[str, Any]:
+    return dataclasses.asdict(c)
+
+
+def _change(row: dict[str, Any]) -> StatusChange:
+    previous = row.get("previous_status")
+    return StatusChange(
+        **{
+            **row,
+            "status": PaymentStatus(row["status"]),
+            "previous_status": PaymentStatus(previous) if previous else None,
+            "source": Source(row["source"]),
+        }
+    )

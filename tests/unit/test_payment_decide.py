@@ -55,10 +55,19 @@ def test_request_creates_pending_and_one_authorize_command() -> None:
     assert cmd.amount == Money(1000, "USD")
 
 
-def test_duplicate_request_is_a_no_op() -> None:
-    state = decide(None, request()).state
-    d = decide(state, request())
-    assert d.ignored == "duplicate_request" and not d.commands and not d.changes
+def test_duplicate_request_changes_nothing_and_re_emits_the_same_outbox() -> None:
+    """A redelivery after a crash may find its outputs lost: it re-emits the very same ones
+    (same command id and idempotency key, same seq), which the gateway and consumers dedupe."""
+    first = decide(None, request())
+    d = decide(first.state, request())
+    assert d.ignored == "duplicate_request" and d.state == first.state
+    assert d.commands == first.commands and d.changes == first.changes
+
+
+def test_answered_commands_leave_the_outbox() -> None:
+    state = decide(decide(None, request()).state, outcome(S.SUCCEEDED)).state
+    assert state is not None and state.pending_commands == ()
+    assert state.last_change is not None and state.last_change.status is S.SUCCEEDED
 
 
 def test_same_id_different_body_is_an_idempotency_conflict() -> None:

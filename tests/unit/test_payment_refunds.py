@@ -159,3 +159,11 @@ def test_the_answer_after_a_faster_webhook_still_frees_the_next_command() -> Non
     state = decide(state, outcome(S.AUTHORIZED)).state  # then the call's own answer
     assert state is not None and state.outstanding_command is None
     assert decide(state, CaptureRequested("pay_1", "k1", 5)).commands
+
+
+def test_table_rows_round_trip_every_field() -> None:
+    from tables.rows import payment_from_row, payment_to_row
+
+    state = decide(captured(), refund("r1", 300)).state
+    assert state is not None and state.pending_commands and state.last_change
+    assert payment_from_row(payment_to_row(state)) == state
