@@ -44,12 +44,18 @@ from gateways.base import (
 )
 from gateways.registry import lookup
 from schemas import codec, decode
-from schemas.records import command_from_record, outcome_to_record, refund_outcome_to_record
+from schemas.records import (
+    attempt_record,
+    command_from_record,
+    outcome_to_record,
+    refund_outcome_to_record,
+)
 from streams.app import Topics
 
 log = logging.getLogger(__name__)
 
 _RESULT = codec("gateway_result")
+_ATTEMPT = codec("payment_analytics")
 RETRY_ATTEMPTS = 4
 T = TypeVar("T")
 
@@ -219,21 +225,39 @@ def register(
                 await send_to_dead_letter(topics.dead_letter, event, exc)
                 continue
             started = time.monotonic()
+            decline = None
             if cmd.operation is Operation.REFUND:
                 refund = await execute_refund(gateways, cmd)
                 latency_ms = int((time.monotonic() - started) * 1000)
                 record = refund_outcome_to_record(
                     refund, gateway=cmd.gateway, amount=cmd.amount.amount, latency_ms=latency_ms
                 )
-                answer = refund.state.value
+                answer, error = refund.state.value, refund.error_code
             else:
                 outcome = await execute(gateways, cmd)
                 latency_ms = int((time.monotonic() - started) * 1000)
                 record = outcome_to_record(outcome, gateway=cmd.gateway, latency_ms=latency_ms)
-                answer = outcome.status.value
+                answer, error, decline = (
+                    outcome.status.value,
+                    outcome.error_code,
+                    outcome.decline_code,
+                )
             log.info("%s %s -> %s (%d ms)", cmd.gateway, cmd.command_id, answer, latency_ms)
             await topics.gateway_results.send(
                 key=cmd.payment_id.encode(), value=_RESULT.encode(record), headers=_RESULT.headers
+            )
+            attempt = attempt_record(
+                cmd,
+                outcome=answer,
+                decline_code=decline,
+                error_code=error,
+                latency_ms=latency_ms,
+                occurred_at_ms=int(time.time() * 1000),
+            )
+            await topics.payment_analytics.send(
+                key=cmd.payment_id.encode(),
+                value=_ATTEMPT.encode(attempt),
+                headers=_ATTEMPT.headers,
             )
 
     return gateway_executor

@@ -244,3 +244,28 @@ def status_record(payment: Payment, change: StatusChange) -> dict[str, Any]:
         "card_last4": payment.card.last4 if payment.card else None,
         "occurred_at": change.occurred_at_ms,
     }
+
+
+def attempt_record(
+    cmd: GatewayCommand,
+    *,
+    outcome: str,
+    decline_code: str | None,
+    error_code: str | None,
+    latency_ms: int,
+    occurred_at_ms: int,
+) -> dict[str, Any]:
+    """The `payment_analytics` record of one gateway attempt."""
+    return {
+        "payment_id": cmd.payment_id,
+        "command_id": cmd.command_id,
+        "gateway": cmd.gateway,
+        "operation": cmd.operation.value,
+        "outcome": outcome,
+        "decline_code": decline_code,
+        "error_code": error_code,
+        "amount": cmd.amount.amount,
+        "currency": cmd.amount.currency,
+        "latency_ms": latency_ms,
+        "occurred_at": occurred_at_ms,
+    }

@@ -43,6 +43,7 @@ class Topics:
     gateway_results: Any  # for sending; consumed through payment_inputs
     payment_status: Any
     refund_status: Any
+    payment_analytics: Any
     dead_letter: Any
 
 
@@ -70,5 +71,6 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         gateway_results=topic(names.GATEWAY_RESULTS),
         payment_status=topic(names.PAYMENT_STATUS),
         refund_status=topic(names.REFUND_STATUS),
+        payment_analytics=topic(names.PAYMENT_ANALYTICS),
         dead_letter=topic(names.DEAD_LETTER),
     )

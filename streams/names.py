@@ -10,6 +10,7 @@ GATEWAY_RESULTS = "gateway_results"  # GatewayResult, executor -> payment agent
 GATEWAY_EVENTS = "gateway_events"  # GatewayEvent, verified webhooks from the ingress
 PAYMENT_STATUS = "payment_status"  # PaymentStatus, one per transition, for consumers
 REFUND_STATUS = "refund_status"  # RefundStatus, one per refund transition
+PAYMENT_ANALYTICS = "payment_analytics"  # PaymentAttempt, one per gateway attempt outcome
 DEAD_LETTER = "dead_letter"  # undecodable or unprocessable records, with reason headers
 
 # Every input about a payment is keyed by payment id, so these must share a partition count.
@@ -18,6 +19,7 @@ KEYED_TOPICS = (
     PAYMENT_ACTIONS,
     REFUND_REQUEST,
     REFUND_STATUS,
+    PAYMENT_ANALYTICS,
     GATEWAY_COMMANDS,
     GATEWAY_RESULTS,
     GATEWAY_EVENTS,

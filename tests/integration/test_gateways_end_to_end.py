@@ -3,16 +3,27 @@ and back through signed webhooks for outcomes that only arrive later."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import fastavro
 import httpx
 import pytest
 
 from domain.cards import text_has_pan
 from payments.devstack import DevStack
-from tests.integration.helpers import payment_body, post_payment, wait_settled, wait_status
+from streams import names
+from tests.integration.helpers import (
+    avro_schema,
+    payment_body,
+    post_payment,
+    scan_topic,
+    wait_settled,
+    wait_status,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -128,3 +139,24 @@ def test_asynchronous_outcome_settles_by_signed_webhook(gateway: str, client, sa
     done = wait_status(client, pid, {"succeeded"})
     assert done["captured_amount"] == 1000
     assert sandbox.get("/_sandbox/ledger/summary").json()[pid]["captures"] == 1
+
+
+def test_every_attempt_is_an_analytics_record(stack: DevStack, client) -> None:
+    pid = post_payment(client, payment_body("pm_card_chargeDeclined")).json()["payment_id"]
+    wait_settled(client, pid)
+    schema = avro_schema("payment_analytics")
+    records = asyncio.run(scan_topic(stack.endpoints["kafka_bootstrap"], names.PAYMENT_ANALYTICS))
+    mine = [
+        fastavro.schemaless_reader(io.BytesIO(r.value), schema, schema)
+        for r in records
+        if r.key == pid.encode()
+    ]
+    assert mine, "no analytics record for the attempt"
+    attempt = mine[0]
+    assert (attempt["gateway"], attempt["operation"], attempt["outcome"]) == (
+        "stripe",
+        "authorize",
+        "failed",
+    )
+    assert attempt["decline_code"] == "generic_decline" and attempt["latency_ms"] >= 0
+    assert (attempt["amount"], attempt["currency"]) == (1000, "USD")
