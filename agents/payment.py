@@ -87,6 +87,7 @@ def notice_from_event(rec: dict[str, Any]) -> GatewayNotice:
         decline_code=effect.decline_code,
         refund_state=RefundState(effect.refund_status.value) if effect.refund_status else None,
         refund_reference=effect.refund_reference,
+        capture_needed=effect.capture_needed,
     )
 
 

@@ -112,6 +112,7 @@ class GatewayNotice:
     decline_code: str | None = None
     refund_state: RefundState | None = None  # for refund news
     refund_reference: str | None = None
+    capture_needed: bool = False  # the gateway waits for our capture (an approved order)
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,7 +350,7 @@ def _on_notice(state: Payment | None, notice: GatewayNotice) -> Decision:
         return _on_refund_notice(state, notice, key)
     if notice.status is None:
         return Decision(state, ignored="no_status")
-    return _advance(
+    decision = _advance(
         state,
         key=key,
         status=notice.status,
@@ -361,6 +362,28 @@ def _on_notice(state: Payment | None, notice: GatewayNotice) -> Decision:
         error_code=_error_for_decline(notice.decline_code),
         outstanding=state.outstanding_command,
     )
+    if notice.capture_needed and decision.state is not None:
+        return _capture_approved(decision, notice)
+    return decision
+
+
+def _capture_approved(decision: Decision, notice: GatewayNotice) -> Decision:
+    """The buyer approved (3-D Secure, wallet): an automatic-capture payment is captured now."""
+    state = decision.state
+    assert state is not None
+    if state.capture is not CaptureMode.AUTOMATIC or state.status not in _AWAITING_CAPTURE:
+        return decision
+    cid = f"{state.payment_id}:capture:approved"
+    if cid in (c.command_id for c in state.pending_commands):
+        return decision
+    command = dataclasses.replace(
+        _command(state, Operation.CAPTURE, cid, state.amount, at_ms=notice.occurred_at_ms),
+        gateway_reference=notice.gateway_reference or state.gateway_reference,
+    )
+    # The approval answers the authorize call that asked for it: only the capture is pending.
+    waiting = tuple(c for c in state.pending_commands if c.operation is not Operation.AUTHORIZE)
+    new = dataclasses.replace(state, outstanding_command=cid, pending_commands=(*waiting, command))
+    return dataclasses.replace(decision, state=new, commands=(*decision.commands, command))
 
 
 def _error_for_decline(decline_code: str | None) -> str | None:
@@ -427,6 +450,9 @@ def _advance(
 
 
 _NO_ANSWER = frozenset({PaymentStatus.FAILED, PaymentStatus.UNKNOWN})
+_AWAITING_CAPTURE = frozenset(
+    {PaymentStatus.REQUIRES_ACTION, PaymentStatus.PROCESSING, PaymentStatus.PENDING}
+)
 _CAPTURABLE = frozenset({PaymentStatus.AUTHORIZED})
 _CANCELABLE = frozenset({PaymentStatus.AUTHORIZED, PaymentStatus.REQUIRES_ACTION})
 _REFUNDABLE = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.PARTIALLY_REFUNDED})

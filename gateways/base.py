@@ -130,6 +130,8 @@ class WebhookEffect:
     refund_reference: str | None = None
     amount: int | None = None  # captured amount (payment) or refunded amount (refund), minor units
     decline_code: str | None = None
+    # The gateway waits for us to capture (PayPal after the buyer approved an order).
+    capture_needed: bool = False
 
 
 @runtime_checkable

@@ -702,7 +702,10 @@ def interpret_event(event_type: str, payload: Mapping[str, Any]) -> WebhookEffec
     if event_type == "CHECKOUT.ORDER.APPROVED":
         # The buyer finished (3-D Secure, approval); nothing moved until we capture the order.
         return WebhookEffect(
-            kind=EventKind.PAYMENT, status=S.PROCESSING, gateway_reference=resource.get("id")
+            kind=EventKind.PAYMENT,
+            status=S.PROCESSING,
+            gateway_reference=resource.get("id"),
+            capture_needed=True,
         )
     return None
 

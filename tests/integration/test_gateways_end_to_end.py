@@ -160,3 +160,14 @@ def test_every_attempt_is_an_analytics_record(stack: DevStack, client) -> None:
     )
     assert attempt["decline_code"] == "generic_decline" and attempt["latency_ms"] >= 0
     assert (attempt["amount"], attempt["currency"]) == (1000, "USD")
+
+
+def test_paypal_3ds_is_captured_once_the_buyer_approves(client, sandbox) -> None:
+    r = post_payment(client, payment_body("paypal_vault_3ds", gateway="paypal"))
+    pid = r.json()["payment_id"]
+    doc = wait_status(client, pid, {"requires_action"})
+    order = doc["gateway_reference"]
+    assert sandbox.post(f"/_sandbox/paypal/orders/{order}/approve").status_code == 200
+    done = wait_status(client, pid, {"succeeded"})
+    assert done["captured_amount"] == 1000
+    assert sandbox.get("/_sandbox/ledger/summary").json()[pid]["captures"] == 1

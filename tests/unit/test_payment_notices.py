@@ -93,3 +93,19 @@ def test_a_late_answer_still_fills_in_the_card() -> None:
     d = decide(state, late)
     assert d.ignored == "no_change" and not d.changes  # no second status record
     assert d.state is not None and d.state.card == CardSummary("visa", "4242", 12, 2034)
+
+
+def test_approval_that_waits_for_our_capture_issues_one_capture() -> None:
+    from dataclasses import replace
+
+    from domain.payment import Operation
+
+    state = decide(None, request()).state
+    state = decide(state, outcome(S.REQUIRES_ACTION)).state
+    approved = replace(notice(S.PROCESSING, "evt_ok"), capture_needed=True)
+    d = decide(state, approved)
+    (cmd,) = d.commands
+    assert cmd.operation is Operation.CAPTURE and cmd.idempotency_key == "pay_1:capture:approved"
+    assert [c.command_id for c in d.state.pending_commands] == [cmd.command_id]
+    again = decide(d.state, replace(approved, event_id="evt_ok2"))
+    assert not again.commands  # a second approval does not capture twice
