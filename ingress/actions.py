@@ -29,6 +29,7 @@ from ingress.guards import (
     validation_details,
 )
 from ingress.models import ActionAccepted, CaptureBody, RefundAccepted, RefundBody
+from ingress.reads import read_document
 from schemas import codec
 from streams import names
 from streams.readmodel import dumps, payment_key, refund_document, refund_key
@@ -60,13 +61,9 @@ async def _body(request: Request, model: type[BaseModel]) -> Any:
 
 
 async def _payment(request: Request, payment_id: str) -> dict[str, Any]:
-    try:
-        doc = await request.app.state.redis.hget(payment_key(payment_id), "doc")
-    except RedisError:
-        raise ApiError(503, "read_model_unavailable", "cannot check the payment; retry") from None
-    if doc is None:
-        raise ApiError(404, "payment_not_found", f"no payment {payment_id!r}")
-    found: dict[str, Any] = json.loads(doc)
+    found: dict[str, Any] = await read_document(
+        request, payment_key(payment_id), "payment", payment_id
+    )
     return found
 
 
@@ -151,12 +148,4 @@ async def create_refund(request: Request) -> JSONResponse:
 
 async def get_refund(request: Request) -> JSONResponse:
     refund_id = request.path_params["refund_id"]
-    try:
-        doc = await request.app.state.redis.hget(refund_key(refund_id), "doc")
-    except RedisError:
-        raise ApiError(
-            503, "read_model_unavailable", "refund status is unavailable; retry"
-        ) from None
-    if doc is None:
-        raise ApiError(404, "refund_not_found", f"no refund {refund_id!r}")
-    return JSONResponse(json.loads(doc))
+    return JSONResponse(await read_document(request, refund_key(refund_id), "refund", refund_id))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -23,6 +22,7 @@ from ingress.guards import (
     validation_details,
 )
 from ingress.models import CreatePayment, PaymentAccepted
+from ingress.reads import read_document
 from schemas import codec
 from streams import names
 from streams.readmodel import dumps, payment_key
@@ -112,12 +112,6 @@ async def _seed_read_model(request: Request, rec: dict[str, Any]) -> None:
 
 async def get_payment(request: Request) -> JSONResponse:
     payment_id = request.path_params["payment_id"]
-    try:
-        doc = await request.app.state.redis.hget(payment_key(payment_id), "doc")
-    except RedisError:
-        raise ApiError(
-            503, "read_model_unavailable", "payment status is unavailable; retry"
-        ) from None
-    if doc is None:
-        raise ApiError(404, "payment_not_found", f"no payment {payment_id!r}")
-    return JSONResponse(json.loads(doc))
+    return JSONResponse(
+        await read_document(request, payment_key(payment_id), "payment", payment_id)
+    )
