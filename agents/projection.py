@@ -18,6 +18,7 @@ from domain.errors import SerializationError
 from schemas import decode
 from schemas.records import to_ms
 from streams.app import Topics
+from streams.indexes import queue_payment_index, queue_refund_index
 from streams.readmodel import (
     SET_IF_NEWER,
     document_from_status,
@@ -45,12 +46,19 @@ _VIEWS: dict[str, tuple[Callable[[dict[str, Any]], str], Callable[[dict[str, Any
     ),
 }
 
+# schema name -> queues the listing-index writes of a record (streams/indexes.py)
+_INDEXES: dict[str, Callable[[Any, dict[str, Any]], None]] = {
+    "payment_status": queue_payment_index,
+    "refund_status": queue_refund_index,
+}
+
 
 def register(app: faust.App, topics: Topics, redis: aioredis.Redis) -> list[Any]:
     set_if_newer = redis.register_script(SET_IF_NEWER)
 
     def projection(topic: Any, schema: str) -> Any:
         key_of, document_of = _VIEWS[schema]
+        queue_index = _INDEXES[schema]
 
         async def project(stream: Any) -> Any:
             async for events in stream.take_events(BATCH, within=BATCH_WINDOW_S):
@@ -65,6 +73,7 @@ def register(app: faust.App, topics: Topics, redis: aioredis.Redis) -> list[Any]
                     await set_if_newer(
                         keys=[key_of(rec)], args=[rec["seq"], dumps(document_of(rec))], client=pipe
                     )
+                    queue_index(pipe, rec)  # same pipeline: one round trip per batch
                     queued += 1
                 if queued:
                     await _execute_until_done(pipe)

@@ -18,6 +18,7 @@ from starlette.routing import Mount, Route
 from ingress.actions import cancel_payment, capture_payment, create_refund, get_refund
 from ingress.errors import ApiError, handle_api_error, handle_http_exception, handle_unexpected
 from ingress.kafka import Producer
+from ingress.listing import list_payments, list_refunds
 from ingress.openapi import build_openapi
 from ingress.payments import create_payment, get_payment
 from ingress.webhooks.registry import build_verifiers
@@ -73,10 +74,12 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=[
             Route("/v1/payments", create_payment, methods=["POST"]),
+            Route("/v1/payments", list_payments, methods=["GET"]),
             Route("/v1/payments/{payment_id}", get_payment, methods=["GET"]),
             Route("/v1/payments/{payment_id}/capture", capture_payment, methods=["POST"]),
             Route("/v1/payments/{payment_id}/cancel", cancel_payment, methods=["POST"]),
             Route("/v1/payments/{payment_id}/refunds", create_refund, methods=["POST"]),
+            Route("/v1/refunds", list_refunds, methods=["GET"]),
             Route("/v1/refunds/{refund_id}", get_refund, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),

@@ -133,3 +133,29 @@ class RefundView(BaseModel):
     gateway_reference: str | None
     seq: int
     updated_at_ms: int
+
+
+class PaymentListItem(PaymentView):
+    created_at_ms: int = Field(
+        description="when the payment was created (its first status record), ms since the epoch"
+    )
+
+
+class PaymentList(BaseModel):
+    data: list[PaymentListItem] = Field(description="newest first")
+    next_cursor: str | None = Field(
+        description="pass as `cursor` for the next page; null when there is nothing more"
+    )
+
+
+class RefundListItem(RefundView):
+    created_at_ms: int = Field(
+        description="when the refund was created (its first status record), ms since the epoch"
+    )
+
+
+class RefundList(BaseModel):
+    data: list[RefundListItem] = Field(description="newest first")
+    next_cursor: str | None = Field(
+        description="pass as `cursor` for the next page; null when there is nothing more"
+    )

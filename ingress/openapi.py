@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel
 
-from ingress.models import CreatePayment, ErrorResponse, PaymentAccepted, PaymentView
+from domain.refunds import RefundState
+from domain.status import PaymentStatus
+from ingress.models import (
+    CreatePayment,
+    ErrorResponse,
+    PaymentAccepted,
+    PaymentList,
+    PaymentView,
+    RefundList,
+)
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -21,9 +30,56 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(c): _json(ErrorResponse, "error") for c in codes}
 
 
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+_ID = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": r"^[A-Za-z0-9_.:\-]+$"}
+_GATEWAYS = get_args(CreatePayment.model_fields["gateway"].annotation)
+_MS = {"type": "integer", "format": "int64", "minimum": 0}
+
+
+def _listing_params() -> list[dict[str, Any]]:
+    return [
+        _query("created_from", _MS, "created at or after, ms since the epoch (inclusive)"),
+        _query("created_to", _MS, "created at or before, ms since the epoch (inclusive)"),
+        _query(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+            "at most this many items",
+        ),
+        _query(
+            "cursor",
+            {"type": "string"},
+            "`next_cursor` of the previous page (opaque); pages never repeat or skip an item",
+        ),
+    ]
+
+
+_LISTING_NOTE = (
+    "Newest first (by creation time, then id), from the Redis read model only. Unknown or "
+    "repeated query parameters are refused. One request scans a bounded part of the index: "
+    "with a selective filter a page may hold fewer than `limit` items (even none) and still "
+    "carry a `next_cursor`; follow it until it is null."
+)
+
+
 def build_openapi() -> dict[str, Any]:
     schemas: dict[str, Any] = {}
-    for model in (CreatePayment, PaymentAccepted, PaymentView, ErrorResponse):
+    for model in (
+        CreatePayment,
+        PaymentAccepted,
+        PaymentView,
+        ErrorResponse,
+        PaymentList,
+        RefundList,
+    ):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -51,6 +107,48 @@ def build_openapi() -> dict[str, Any]:
                             PaymentAccepted, "accepted: on Kafka, acknowledged by the broker"
                         ),
                         **_errors(400, 409, 413, 415, 503),
+                    },
+                },
+                "get": {
+                    "operationId": "listPayments",
+                    "description": _LISTING_NOTE,
+                    "parameters": [
+                        _query(
+                            "status",
+                            {"type": "string", "enum": [s.value for s in PaymentStatus]},
+                            "current status",
+                        ),
+                        _query(
+                            "gateway",
+                            {"type": "string", "enum": list(_GATEWAYS)},
+                            "gateway",
+                        ),
+                        _query("user_id", _ID, "the payer"),
+                        _query("order_id", _ID, "the order"),
+                        *_listing_params(),
+                    ],
+                    "responses": {
+                        "200": _json(PaymentList, "a page of payments"),
+                        **_errors(400, 503),
+                    },
+                },
+            },
+            "/v1/refunds": {
+                "get": {
+                    "operationId": "listRefunds",
+                    "description": _LISTING_NOTE,
+                    "parameters": [
+                        _query(
+                            "status",
+                            {"type": "string", "enum": [s.value for s in RefundState]},
+                            "current status",
+                        ),
+                        _query("payment_id", _ID, "refunds of this payment"),
+                        *_listing_params(),
+                    ],
+                    "responses": {
+                        "200": _json(RefundList, "a page of refunds"),
+                        **_errors(400, 503),
                     },
                 }
             },

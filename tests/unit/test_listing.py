@@ -360,6 +360,7 @@ def test_index_keys_and_queueing() -> None:
     pipe = Pipe()
     rec = {
         "payment_id": "pay_a",
+        "seq": 1,
         "user_id": "u-1",
         "order_id": "o-1",
         "gateway": "square",
@@ -373,9 +374,18 @@ def test_index_keys_and_queueing() -> None:
         ("payments:idx:payments:order:o-1", {"pay_a": ms}, True),
         ("payments:idx:payments:gateway:square", {"pay_a": ms}, True),
     ]
+    # a later record (maybe a webhook's whole-second gateway time) never moves the entry
     pipe = Pipe()
-    indexes.queue_refund_index(pipe, {"refund_id": "re_a", "payment_id": "pay_a", "occurred_at": 5})
+    indexes.queue_payment_index(pipe, rec | {"seq": 2, "occurred_at": 1_704_067_199_000})
+    assert pipe.calls == []
+
+    refund = {"refund_id": "re_a", "payment_id": "pay_a", "seq": 1, "occurred_at": 5}
+    pipe = Pipe()
+    indexes.queue_refund_index(pipe, refund)
     assert pipe.calls == [
         ("payments:idx:refunds:all", {"re_a": 5}, True),
         ("payments:idx:refunds:payment:pay_a", {"re_a": 5}, True),
     ]
+    pipe = Pipe()
+    indexes.queue_refund_index(pipe, refund | {"seq": 2, "occurred_at": 0})
+    assert pipe.calls == []
