@@ -41,6 +41,17 @@ def register(app: faust.App, tables: Tables) -> None:
     async def payments_digest(web: Any, request: Any) -> Any:
         return web.json(table_digest(tables.payments))
 
+    @app.page("/tables/payments/")
+    async def payment_rows(web: Any, request: Any) -> Any:
+        """Every payment on this worker, for tests and operators (bounded by `limit`)."""
+        limit = int(request.query.get("limit", "10000"))
+        rows: dict[str, Any] = {}
+        for key, row in tables.payments.items():
+            if len(rows) >= limit:
+                break
+            rows[str(key)] = row
+        return web.json(rows)
+
     @app.page("/tables/payments/{payment_id}/")
     async def payment_row(web: Any, request: Any, payment_id: str) -> Any:
         """One payment's full state, for operators and tests (this worker's partitions only)."""
