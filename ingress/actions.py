@@ -14,19 +14,19 @@ import json
 import time
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from domain.ids import refund_id_for
-from ingress.body import read_body, require_json_type
+from ingress.body import parse_json, read_body, require_json_type
 from ingress.errors import ApiError
 from ingress.guards import (
+    M,
     check_idempotency,
     reject_card_numbers,
     require_idempotency_key,
-    validation_details,
+    validate,
 )
 from ingress.models import ActionAccepted, CaptureBody, RefundAccepted, RefundBody
 from ingress.reads import read_document
@@ -38,26 +38,14 @@ _ACTION = codec("payment_action")
 _REFUND = codec("refund_request")
 
 
-async def _body(request: Request, model: type[BaseModel]) -> Any:
+async def _body(request: Request, model: type[M]) -> M:
     """An optional JSON body: empty means all defaults."""
     raw_bytes = await read_body(request, request.app.state.settings.max_body_bytes)
     raw: Any = {}
     if raw_bytes.strip():
         require_json_type(request)
-        try:
-            raw = json.loads(raw_bytes)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ApiError(400, "invalid_json", "body is not valid JSON") from None
-    reject_card_numbers(raw)
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        raise ApiError(
-            400,
-            "invalid_request",
-            "request body failed validation",
-            details=validation_details(exc),
-        ) from None
+        raw = parse_json(raw_bytes)
+    return validate(model, reject_card_numbers(raw))
 
 
 async def _payment(request: Request, payment_id: str) -> dict[str, Any]:

@@ -30,10 +30,13 @@ def require_json_type(request: Request) -> None:
         raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
 
 
-async def read_json(request: Request, max_bytes: int) -> Any:
-    require_json_type(request)
-    body = await read_body(request, max_bytes)
+def parse_json(body: bytes) -> Any:
     try:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ApiError(400, "invalid_json", "body is not valid JSON") from None
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    require_json_type(request)
+    return parse_json(await read_body(request, max_bytes))

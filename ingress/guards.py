@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from redis.exceptions import RedisError
 from starlette.requests import Request
 
@@ -15,6 +15,8 @@ from ingress.errors import ApiError
 from streams.readmodel import idempotency_key
 
 log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def require_idempotency_key(request: Request) -> str:
@@ -37,6 +39,19 @@ def reject_card_numbers(raw: Any) -> Any:
             "card numbers must never be sent; tokenize the card and send the gateway token",
         )
     return raw
+
+
+def validate(model: type[M], raw: Any) -> M:
+    """The body as `model`, or a 400 `invalid_request` naming the bad fields."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ApiError(
+            400,
+            "invalid_request",
+            "request body failed validation",
+            details=validation_details(exc),
+        ) from None
 
 
 def validation_details(exc: ValidationError) -> list[dict[str, Any]]:

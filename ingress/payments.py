@@ -6,7 +6,6 @@ import logging
 import time
 from typing import Any
 
-from pydantic import ValidationError
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -19,7 +18,7 @@ from ingress.guards import (
     check_idempotency,
     reject_card_numbers,
     require_idempotency_key,
-    validation_details,
+    validate,
 )
 from ingress.models import CreatePayment, PaymentAccepted
 from ingress.reads import read_document
@@ -38,16 +37,9 @@ async def create_payment(request: Request) -> JSONResponse:
     key = require_idempotency_key(request)
     raw = reject_card_numbers(await read_json(request, settings.max_body_bytes))
     try:
-        body = CreatePayment.model_validate(raw)
+        body = validate(CreatePayment, raw)
     except UnknownCurrency as exc:
         raise ApiError(400, exc.code, exc.message) from None
-    except ValidationError as exc:
-        raise ApiError(
-            400,
-            "invalid_request",
-            "request body failed validation",
-            details=validation_details(exc),
-        ) from None
     if body.gateway not in settings.gateways:
         raise ApiError(400, "gateway_not_enabled", f"gateway {body.gateway!r} is not enabled here")
 
