@@ -2,9 +2,13 @@
 
 It turns each `GatewayCommand` into one SDK call and a `GatewayResult` keyed by payment id.
 Concurrency is faust agent concurrency: N actors share one stream, so at most N calls are
-in flight and faust commits an offset only once every earlier command was acked. A command
-can run twice after a crash; the deterministic idempotency key makes the gateway answer the
-second call with the first call's result instead of charging again.
+in flight and faust commits an offset only once every earlier command was acked.
+
+A command redelivered after a crash is answered from the `idempotency` table when its call
+already has a definite answer there, and the gateway is not called again. A call whose answer
+was lost with the crash, or was ambiguous (a timeout), is made again with the same
+deterministic idempotency key, so the gateway answers it with the first call's result
+instead of charging twice.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from tenacity import (
 )
 
 from agents.dead_letter import send_to_dead_letter
+from agents.metrics import CALLS_SKIPPED
 from domain.errors import (
     GatewayDeclined,
     GatewayError,
@@ -51,6 +56,7 @@ from schemas.records import (
     refund_outcome_to_record,
 )
 from streams.app import Topics
+from tables.dedup import ExpiringTable
 
 log = logging.getLogger(__name__)
 
@@ -211,9 +217,26 @@ def _summary(result: GatewayResult) -> CardSummary | None:
     )
 
 
+def _definite(record: dict[str, Any]) -> bool:
+    """An answer the gateway would repeat for the same key: worth remembering."""
+    if record["operation"] == Operation.REFUND.value:
+        return not (record["refund_status"] == RefundState.INITIATED.value and record["error_code"])
+    return bool(record["status"] != PaymentStatus.UNKNOWN.value)
+
+
 def register(
-    app: faust.App, topics: Topics, gateways: dict[str, Gateway], *, concurrency: int
+    app: faust.App,
+    topics: Topics,
+    gateways: dict[str, Gateway],
+    answered: ExpiringTable,
+    *,
+    concurrency: int,
 ) -> Any:
+    async def send_result(cmd: GatewayCommand, record: dict[str, Any]) -> None:
+        await topics.gateway_results.send(
+            key=cmd.payment_id.encode(), value=_RESULT.encode(record), headers=_RESULT.headers
+        )
+
     @app.agent(topics.gateway_commands, name="gateway-executor", concurrency=concurrency)
     async def gateway_executor(stream: Any) -> Any:
         async for event in stream.events():
@@ -223,6 +246,13 @@ def register(
                 )
             except SerializationError as exc:
                 await send_to_dead_letter(topics.dead_letter, event, exc)
+                continue
+            call_key = f"call:{cmd.idempotency_key}"
+            earlier = answered.get(call_key, int(time.time() * 1000))
+            if earlier is not None:
+                log.info("%s %s answered before, not called again", cmd.gateway, cmd.command_id)
+                CALLS_SKIPPED.labels(cmd.gateway).inc()
+                await send_result(cmd, earlier["result"])
                 continue
             started = time.monotonic()
             decline = None
@@ -243,9 +273,15 @@ def register(
                     outcome.decline_code,
                 )
             log.info("%s %s -> %s (%d ms)", cmd.gateway, cmd.command_id, answer, latency_ms)
-            await topics.gateway_results.send(
-                key=cmd.payment_id.encode(), value=_RESULT.encode(record), headers=_RESULT.headers
-            )
+            await send_result(cmd, record)
+            if _definite(record):
+                now_ms = int(time.time() * 1000)
+                answered.put(
+                    call_key,
+                    {"payment_id": cmd.payment_id, "result": record},
+                    partition=event.message.partition,
+                    now_ms=now_ms,
+                )
             attempt = attempt_record(
                 cmd,
                 outcome=answer,

@@ -18,3 +18,8 @@ WEBHOOKS_UNHANDLED = Counter(
 DEAD_LETTERS = Counter(
     "payments_dead_letters_total", "Records sent to dead_letter, by source topic.", ["topic"]
 )
+CALLS_SKIPPED = Counter(
+    "payments_gateway_calls_skipped_total",
+    "Redelivered gateway commands answered from the idempotency table, not called again.",
+    ["gateway"],
+)

@@ -52,6 +52,16 @@ def register(app: faust.App, tables: Tables) -> None:
             rows[str(key)] = row
         return web.json(rows)
 
+    @app.page("/tables/{name}/entries/")
+    async def dedup_entries(web: Any, request: Any, name: str) -> Any:
+        """The `idempotency` or `seen_events` entries about one payment (a full scan: ops and
+        tests only)."""
+        dedup = {"idempotency": tables.idempotency, "seen_events": tables.seen_events}.get(name)
+        payment_id = request.query.get("payment_id")
+        if dedup is None or not payment_id:
+            return web.json({"error": "unknown table or no payment_id"}, status=404)
+        return web.json(dedup.entries_about(payment_id))
+
     @app.page("/tables/payments/{payment_id}/")
     async def payment_row(web: Any, request: Any, payment_id: str) -> Any:
         """One payment's full state, for operators and tests (this worker's partitions only)."""

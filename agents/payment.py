@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 import faust
@@ -18,8 +19,19 @@ import faust
 from agents.dead_letter import send_to_dead_letter
 from agents.metrics import INPUTS_IGNORED, WEBHOOKS_UNHANDLED
 from domain.errors import PaymentError, SerializationError
-from domain.payment import Decision, GatewayNotice, Input, NoticeKind, decide
-from domain.refunds import RefundState
+from domain.payment import (
+    CancelRequested,
+    CaptureRequested,
+    Decision,
+    GatewayNotice,
+    Input,
+    NoticeKind,
+    Payment,
+    PaymentRequested,
+    decide,
+    duplicate,
+)
+from domain.refunds import RefundRequested, RefundState
 from gateways.registry import interpret
 from schemas import codec, decode
 from schemas.records import (
@@ -91,7 +103,59 @@ def notice_from_event(rec: dict[str, Any]) -> GatewayNotice:
     )
 
 
-def register(app: faust.App, topics: Topics, tables: Tables) -> Any:
+def request_key(item: Input) -> tuple[str, str] | None:
+    """A client request's key in the `idempotency` table and its body fingerprint."""
+    if isinstance(item, PaymentRequested):
+        return f"payment:{item.payment_id}", item.fingerprint
+    if isinstance(item, RefundRequested):
+        return f"refund:{item.refund_id}", item.fingerprint
+    if isinstance(item, CaptureRequested):
+        return f"capture:{item.payment_id}:{item.request_id}", str(item.amount)
+    if isinstance(item, CancelRequested):
+        return f"cancel:{item.payment_id}:{item.request_id}", ""
+    return None
+
+
+def recall(tables: Tables, item: Input, state: Payment | None, now_ms: int) -> Decision | None:
+    """The decision the dedup tables make alone: a repeat of an input already applied.
+
+    An entry counts only if the payment has reached the version the entry recorded: after a
+    crash the entry may have been saved while the payment's own write was lost, and then the
+    input must be applied again.
+    """
+    request = request_key(item)
+    if isinstance(item, GatewayNotice):
+        entry, reason = tables.seen_events.get(item.event_id, now_ms), "duplicate_event"
+    elif request is not None:
+        entry, reason = tables.idempotency.get(request[0], now_ms), "duplicate_request"
+        if entry is not None and entry["fingerprint"] != request[1]:
+            return Decision(state, ignored="idempotency_conflict")
+    else:
+        return None
+    if entry is None or state is None or state.version < entry["version"]:
+        return None
+    return duplicate(state, reason)
+
+
+def remember(
+    tables: Tables, item: Input, decision: Decision, *, partition: int, now_ms: int
+) -> None:
+    """Record a client request or webhook event, and what became of it, in its dedup table."""
+    entry = {
+        "payment_id": item.payment_id,
+        "version": decision.state.version if decision.state is not None else 0,
+        "outcome": decision.ignored or "applied",
+    }
+    request = request_key(item)
+    if isinstance(item, GatewayNotice):
+        entry["event_type"] = item.event_type
+        tables.seen_events.put(item.event_id, entry, partition=partition, now_ms=now_ms)
+    elif request is not None:
+        entry["fingerprint"] = request[1]
+        tables.idempotency.put(request[0], entry, partition=partition, now_ms=now_ms)
+
+
+def register(app: faust.App, topics: Topics, tables: Tables, *, sweep_every_ms: int) -> Any:
     payments = tables.payments
 
     async def emit(decision: Decision, payment_id: str) -> None:
@@ -121,11 +185,15 @@ def register(app: faust.App, topics: Topics, tables: Tables) -> Any:
     async def payment_agent(stream: Any) -> Any:
         async for event in stream.events():
             msg = event.message
+            now_ms = int(time.time() * 1000)
+            for dedup in (tables.idempotency, tables.seen_events):
+                dedup.sweep(msg.partition, now_ms, every_ms=sweep_every_ms)
             try:
                 item = decode_input(msg.topic, event.value, dict(event.headers or {}))
                 row = payments.get(item.payment_id)
                 state = payment_from_row(row) if row is not None else None
-                decision = decide(state, item)
+                recalled = recall(tables, item, state, now_ms)
+                decision = recalled or decide(state, item)
             except UnhandledEvent as unhandled:
                 WEBHOOKS_UNHANDLED.labels(unhandled.gateway, unhandled.event_type).inc()
                 log.info("unhandled webhook type, skipped: %s", unhandled)
@@ -141,5 +209,7 @@ def register(app: faust.App, topics: Topics, tables: Tables) -> Any:
             await emit(decision, item.payment_id)
             if decision.state is not None and decision.state != state:
                 payments[item.payment_id] = payment_to_row(decision.state)
+            if recalled is None:  # after the payment: an entry never runs ahead of its state
+                remember(tables, item, decision, partition=msg.partition, now_ms=now_ms)
 
     return payment_agent

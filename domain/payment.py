@@ -199,6 +199,9 @@ class Payment:
     last_change: StatusChange | None = None
     # Recently applied inputs ("<command_id>=<status>" or "evt:<event id>"), to spot redeliveries.
     recent_inputs: tuple[str, ...] = ()
+    # Bumped by every input that changed the state: dedup records name the version they made,
+    # so a dedup entry whose payment write was lost in a crash is not mistaken for a duplicate.
+    version: int = 0
 
     @property
     def refunded_amount(self) -> int:
@@ -226,7 +229,16 @@ def decide(state: Payment | None, event: Input) -> Decision:
     decision = _decide(state, event)
     if decision.ignored in _REPLAYS and decision.state is not None:
         return _replay(decision)
+    new = decision.state
+    if new is not None and new != state:
+        version = state.version + 1 if state is not None else 1
+        return dataclasses.replace(decision, state=dataclasses.replace(new, version=version))
     return decision
+
+
+def duplicate(state: Payment, reason: str) -> Decision:
+    """An input a dedup table already saw applied: change nothing, re-emit the outbox."""
+    return _replay(Decision(state, ignored=reason))
 
 
 # Duplicates that may be redeliveries after a crash: re-emit the outbox with them.

@@ -73,8 +73,12 @@ def run_worker(settings: Settings) -> None:
     tables = declare_tables(app, settings)
     gateways = build_gateways(settings)
     redis = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
-    payment.register(app, topics, tables)
-    executor.register(app, topics, gateways, concurrency=settings.executor_concurrency)
+    payment.register(
+        app, topics, tables, sweep_every_ms=int(settings.dedup_sweep_interval_s * 1000)
+    )
+    executor.register(
+        app, topics, gateways, tables.idempotency, concurrency=settings.executor_concurrency
+    )
     projection.register(app, topics, redis)
     pages.register(app, tables)
 

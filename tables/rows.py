@@ -48,6 +48,7 @@ def payment_to_row(p: Payment) -> dict[str, Any]:
         "pending_commands": [_command_row(c) for c in p.pending_commands],
         "last_change": _change_row(p.last_change) if p.last_change else None,
         "recent_inputs": list(p.recent_inputs),
+        "version": p.version,
     }
 
 
@@ -75,6 +76,7 @@ def payment_from_row(row: dict[str, Any]) -> Payment:
         pending_commands=tuple(_command(c) for c in row.get("pending_commands") or ()),
         last_change=_change(row["last_change"]) if row.get("last_change") else None,
         recent_inputs=tuple(row.get("recent_inputs") or ()),
+        version=row.get("version", 0),
     )
 
 

@@ -1,0 +1,100 @@
+"""Dedup tables whose entries expire: `idempotency` and `seen_events`.
+
+Each remembered key is stored as two table entries, both in the partition of the event that
+wrote it (faust sends a table's changelog to the current event's partition):
+
+- `k:<key>`  -> the entry, with its expiry time under `"exp"`;
+- `x:<partition>:<expiry ms, 13 digits>:<key>` -> the key it expires.
+
+The `x:` entries sort by expiry time, so a sweep seeks to the first one of its partition and
+reads only what has expired. Sweeps run inside a stream event of that partition, so their
+tombstones land in the same changelog partition as the entries they delete. Nothing here
+knows about Kafka: the table is any mapping, and `scan` lists a partition's expiry entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from typing import Any
+
+Scan = Callable[[int, str], Iterable[str]]  # (partition, prefix) -> keys from prefix, sorted
+
+
+class ExpiringTable:
+    """Keys remembered for at least `ttl_ms`, then swept away."""
+
+    def __init__(self, table: MutableMapping[str, Any], scan: Scan, *, ttl_ms: int) -> None:
+        self._table = table
+        self._scan = scan
+        self.ttl_ms = ttl_ms
+        self._last_sweep: dict[int, int] = {}
+
+    def get(self, key: str, now_ms: int) -> dict[str, Any] | None:
+        entry: dict[str, Any] | None = self._table.get(f"k:{key}")
+        if entry is None or entry["exp"] <= now_ms:
+            return None
+        return entry
+
+    def put(self, key: str, value: dict[str, Any], *, partition: int, now_ms: int) -> None:
+        """Remember `key` from now on; a key put again keeps its first expiry entry too."""
+        expires = now_ms + self.ttl_ms
+        self._table[f"k:{key}"] = {**value, "exp": expires}
+        self._table[_expiry_key(partition, expires, key)] = key
+
+    def entries_about(self, payment_id: str) -> dict[str, Any]:
+        """Every live entry naming `payment_id`, by key: a full scan, for operators."""
+        return {
+            key[2:]: entry
+            for key, entry in self._table.items()
+            if key.startswith("k:") and entry.get("payment_id") == payment_id
+        }
+
+    def sweep(self, partition: int, now_ms: int, *, every_ms: int, limit: int = 1000) -> int:
+        """Delete up to `limit` expired keys of `partition`, at most once per `every_ms`."""
+        if now_ms - self._last_sweep.get(partition, 0) < every_ms:
+            return 0
+        self._last_sweep[partition] = now_ms
+        deleted = 0
+        prefix = f"x:{partition:04d}:"
+        for index_key in _expired(self._scan(partition, prefix), prefix, now_ms):
+            if deleted >= limit:
+                break
+            key = self._table.get(index_key)
+            if key is not None:
+                del self._table[index_key]
+            entry = self._table.get(f"k:{key}") if key is not None else None
+            # A key put again since has a later expiry, with an index entry of its own.
+            if entry is not None and entry["exp"] <= now_ms:
+                del self._table[f"k:{key}"]
+                deleted += 1
+        return deleted
+
+
+def _expiry_key(partition: int, expires_ms: int, key: str) -> str:
+    return f"x:{partition:04d}:{expires_ms:013d}:{key}"
+
+
+def _expired(index_keys: Iterable[str], prefix: str, now_ms: int) -> Iterator[str]:
+    for index_key in index_keys:
+        if not index_key.startswith(prefix) or int(index_key[len(prefix) :][:13]) > now_ms:
+            return
+        yield index_key
+
+
+def faust_scan(table: Any) -> Scan:
+    """Sorted keys of one partition of a faust table, from `prefix` on.
+
+    With the RocksDB store this seeks in that partition's database; other stores (memory,
+    in tests) are small and are listed and sorted.
+    """
+
+    def scan(partition: int, prefix: str) -> Iterator[str]:
+        store = table.data
+        if hasattr(store, "_db_for_partition"):
+            db = store._db_for_partition(partition)
+            for raw in db.keys(from_key=prefix.encode()):
+                yield raw.decode() if isinstance(raw, bytes) else str(raw)
+            return
+        yield from sorted(str(k) for k in table if str(k) >= prefix)
+
+    return scan
