@@ -42,6 +42,11 @@ def refunds_by_payment(payment_id: str) -> str:
     return f"{_REFUNDS}payment:{payment_id}"
 
 
+def gateway_payment_key(gateway: str, reference: str) -> str:
+    """A plain key: a gateway's payment id -> ours, for webhooks that carry only the former."""
+    return f"{_PAYMENTS}gateway-ref:{gateway}:{reference}"
+
+
 def payment_index_keys(rec: dict[str, Any]) -> list[str]:
     """Every index a payment belongs to."""
     return [
@@ -66,6 +71,8 @@ def queue_payment_index(pipe: Any, rec: dict[str, Any]) -> None:
     """Queue (not run) on `pipe` the index writes of a decoded `payment_status` record."""
     if is_creation(rec):
         _queue(pipe, payment_index_keys(rec), rec["payment_id"], to_ms(rec["occurred_at"]))
+    if rec.get("gateway_reference"):
+        pipe.set(gateway_payment_key(rec["gateway"], rec["gateway_reference"]), rec["payment_id"])
 
 
 def queue_refund_index(pipe: Any, rec: dict[str, Any]) -> None:

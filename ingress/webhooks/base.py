@@ -33,6 +33,9 @@ class VerifiedEvent:
     occurred_at_ms: int
     payload: bytes  # the raw body, exactly as received
     replay_key: str | None = None  # a one-time transmission id, when the gateway has one
+    # The gateway's id of the payment the event concerns (a Stripe PaymentIntent, a Square
+    # payment): how an event that carries no id of ours (a dispute, a Square refund) is routed.
+    gateway_payment: str | None = None
 
 
 class WebhookVerifier(Protocol):

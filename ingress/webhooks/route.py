@@ -21,6 +21,8 @@ from ingress.metrics import WEBHOOKS
 from ingress.webhooks.base import VerifiedEvent, WebhookRejected
 from schemas import codec
 from streams import names
+from streams.dead_letter import dead_letter_headers
+from streams.indexes import gateway_payment_key
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +46,56 @@ async def receive_webhook(request: Request) -> JSONResponse:
         raise ApiError(400, exc.code, exc.message) from None
     if event.replay_key is not None:
         await _refuse_replay(request, event)
-    if not event.payment_id:
-        # Not one of ours (or not about a payment): acknowledged so the gateway stops retrying.
+    payment_id = event.payment_id or await _ours(request, event)
+    if not payment_id:
+        # Not one we can place: kept in dead_letter with the reason, acknowledged so the
+        # gateway stops retrying. Never dropped.
         WEBHOOKS.labels(gateway, "unroutable").inc()
-        log.info("webhook %s %s carries no payment id", gateway, event.event_type)
+        log.warning("webhook %s %s names no payment of ours", gateway, event.event_type)
+        await state.producer.send(
+            names.DEAD_LETTER,
+            key=event.gateway_payment or event.object_id,
+            value=_EVENT.encode(_record(event, "")),
+            headers=[
+                *_EVENT.headers,
+                *dead_letter_headers(
+                    topic=names.GATEWAY_EVENTS, partition=-1, offset=-1, error=Unroutable(event)
+                ),
+            ],
+        )
         return JSONResponse({"received": True, "routed": False})
     await state.producer.send(
         names.GATEWAY_EVENTS,
-        key=event.payment_id,
-        value=_EVENT.encode(_record(event)),
+        key=payment_id,
+        value=_EVENT.encode(_record(event, payment_id)),
         headers=_EVENT.headers,
     )
     WEBHOOKS.labels(gateway, "accepted").inc()
     return JSONResponse({"received": True, "routed": True})
+
+
+class Unroutable(Exception):
+    """A verified webhook that names no payment of ours, directly or by the gateway's id."""
+
+    def __init__(self, event: VerifiedEvent) -> None:
+        super().__init__(
+            f"{event.gateway} {event.event_type} {event.object_id}: no payment of ours"
+            f" for gateway payment {event.gateway_payment or '(none)'}"
+        )
+
+
+async def _ours(request: Request, event: VerifiedEvent) -> str | None:
+    """Our payment id from the gateway's, through the read model's reference index."""
+    if not event.gateway_payment:
+        return None
+    try:
+        found = await request.app.state.redis.get(
+            gateway_payment_key(event.gateway, event.gateway_payment)
+        )
+    except RedisError:
+        # The gateway retries; better late than parked.
+        raise ApiError(503, "lookup_unavailable", "cannot route this event now; retry") from None
+    return found.decode() if isinstance(found, bytes) else found
 
 
 async def _refuse_replay(request: Request, event: VerifiedEvent) -> None:
@@ -73,13 +112,13 @@ async def _refuse_replay(request: Request, event: VerifiedEvent) -> None:
         raise ApiError(400, "webhook_replayed", "this transmission was already received")
 
 
-def _record(event: VerifiedEvent) -> dict[str, object]:
+def _record(event: VerifiedEvent, payment_id: str) -> dict[str, object]:
     return {
         "event_id": event.event_id,
         "gateway": event.gateway,
         "event_type": event.event_type,
         "object_id": event.object_id,
-        "payment_id": event.payment_id,
+        "payment_id": payment_id,
         "amount": event.amount,
         "currency": event.currency,
         "occurred_at": event.occurred_at_ms,

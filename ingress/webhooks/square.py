@@ -74,6 +74,7 @@ def _normalise(event: Any, body: bytes) -> VerifiedEvent:
             currency=currency,
             occurred_at_ms=_epoch_ms(event["created_at"]),
             payload=body,
+            gateway_payment=_square_payment(str(data.get("type") or ""), obj),
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         raise WebhookRejected("not a Square event", code="payload_invalid") from None
@@ -96,12 +97,23 @@ def _object(data: Mapping[str, Any]) -> Mapping[str, Any]:
 def _payment_id(obj: Mapping[str, Any]) -> str | None:
     """Our payment id: the payment's `reference_id`.
 
-    Real Square refunds and disputes carry no reference_id, only the Square payment id; the
-    sandbox adds our id to them as `reference_id` (see gateways/sandbox/square.py). Against
-    real Square such events arrive unroutable (None) until a Square-payment-id lookup exists.
+    Real Square refunds and disputes carry no reference_id, only the Square payment id
+    (`_square_payment`), which the ingress maps back to ours through the read model.
     """
     reference = obj.get("reference_id")
     return reference if isinstance(reference, str) and reference else None
+
+
+def _square_payment(kind: str, obj: Mapping[str, Any]) -> str | None:
+    """The Square payment an event's object is, or is a refund or dispute of."""
+    if kind == "payment":
+        value = obj.get("id")
+    elif kind == "dispute":
+        disputed = obj.get("disputed_payment")
+        value = disputed.get("payment_id") if isinstance(disputed, Mapping) else None
+    else:
+        value = obj.get("payment_id")
+    return value if isinstance(value, str) and value else None
 
 
 def _amount(obj: Mapping[str, Any]) -> tuple[int | None, str | None]:

@@ -60,6 +60,13 @@ def _normalise(event: Mapping[str, Any], body: bytes) -> VerifiedEvent:
             currency=currency.upper() if isinstance(currency, str) else None,
             occurred_at_ms=int(event.get("created") or 0) * 1000,
             payload=body,
+            gateway_payment=_payment_intent(obj),
         )
     except (KeyError, TypeError, AttributeError):
         raise WebhookRejected("not a Stripe event object", code="payload_invalid") from None
+
+
+def _payment_intent(obj: Mapping[str, Any]) -> str | None:
+    """The PaymentIntent an event's object is or belongs to (charges, refunds, disputes)."""
+    value = obj.get("id") if obj.get("object") == "payment_intent" else obj.get("payment_intent")
+    return value if isinstance(value, str) and value else None

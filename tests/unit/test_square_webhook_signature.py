@@ -204,15 +204,17 @@ async def test_refund_and_dispute_events_carry_the_sandbox_reference_id() -> Non
         body = json.dumps(raw).encode()
         event = await verifier().verify(signed(body), body)
         assert (event.object_id, event.payment_id, event.amount) == (object_id, "pay_1", amount)
+        assert event.gateway_payment == "sq_pay_1"  # how real Square's are routed
         assert event.currency == "USD"
         assert event.occurred_at_ms == 1767323045000
 
 
 async def test_event_without_reference_id_is_unroutable_not_rejected() -> None:
-    # Real Square refunds carry no reference_id: verified, but with no payment id to key on.
+    # Real Square refunds carry no reference_id: verified, with only Square's payment id.
     body = payment_event(reference_id=None)
 
-    assert (await verifier().verify(signed(body), body)).payment_id is None
+    event = await verifier().verify(signed(body), body)
+    assert (event.payment_id, event.gateway_payment) == (None, "sq_pay_1")
 
 
 def test_verifier_refuses_empty_configuration() -> None:
