@@ -1,8 +1,10 @@
 """The gateway executor: stateless, concurrent, idempotent gateway calls.
 
 It turns each `GatewayCommand` into one SDK call and a `GatewayResult` keyed by payment id.
-Concurrency is faust agent concurrency: N actors share one stream, so at most N calls are
-in flight and faust commits an offset only once every earlier command was acked.
+One reader admits commands in partition order into a `KeyedDispatcher`: calls for different
+payments run concurrently, calls for one payment run in order, at most
+`PAYMENTS_EXECUTOR_CONCURRENCY` are admitted at once (the reader waits for a free slot), and a
+command is acked only once its result is sent, so faust never commits past unfinished work.
 
 A command redelivered after a crash is answered from the `idempotency` table when its call
 already has a definite answer there, and the gateway is not called again. A call whose answer
@@ -27,7 +29,8 @@ from tenacity import (
 )
 
 from agents.dead_letter import send_to_dead_letter
-from agents.metrics import CALLS_SKIPPED
+from agents.dispatch import KeyedDispatcher
+from agents.metrics import CALLS_IN_FLIGHT, CALLS_IN_FLIGHT_PEAK, CALLS_SKIPPED
 from domain.errors import (
     GatewayDeclined,
     GatewayError,
@@ -230,70 +233,79 @@ def register(
     gateways: dict[str, Gateway],
     answered: ExpiringTable,
     *,
-    concurrency: int,
+    max_in_flight: int,
 ) -> Any:
     async def send_result(cmd: GatewayCommand, record: dict[str, Any]) -> None:
         await topics.gateway_results.send(
             key=cmd.payment_id.encode(), value=_RESULT.encode(record), headers=_RESULT.headers
         )
 
-    @app.agent(topics.gateway_commands, name="gateway-executor", concurrency=concurrency)
+    async def run(cmd: GatewayCommand, partition: int) -> None:
+        call_key = f"call:{cmd.idempotency_key}"
+        earlier = answered.get(call_key, int(time.time() * 1000))
+        if earlier is not None:
+            log.info("%s %s answered before, not called again", cmd.gateway, cmd.command_id)
+            CALLS_SKIPPED.labels(cmd.gateway).inc()
+            await send_result(cmd, earlier["result"])
+            return
+        started = time.monotonic()
+        decline = None
+        if cmd.operation is Operation.REFUND:
+            refund = await execute_refund(gateways, cmd)
+            latency_ms = int((time.monotonic() - started) * 1000)
+            record = refund_outcome_to_record(
+                refund, gateway=cmd.gateway, amount=cmd.amount.amount, latency_ms=latency_ms
+            )
+            answer, error = refund.state.value, refund.error_code
+        else:
+            outcome = await execute(gateways, cmd)
+            latency_ms = int((time.monotonic() - started) * 1000)
+            record = outcome_to_record(outcome, gateway=cmd.gateway, latency_ms=latency_ms)
+            answer, error, decline = outcome.status.value, outcome.error_code, outcome.decline_code
+        log.debug("%s %s -> %s (%d ms)", cmd.gateway, cmd.command_id, answer, latency_ms)
+        await send_result(cmd, record)
+        if _definite(record):
+            entry = {"payment_id": cmd.payment_id, "result": record}
+            answered.put(call_key, entry, partition=partition, now_ms=int(time.time() * 1000))
+        attempt = attempt_record(
+            cmd,
+            outcome=answer,
+            decline_code=decline,
+            error_code=error,
+            latency_ms=latency_ms,
+            occurred_at_ms=int(time.time() * 1000),
+        )
+        await topics.payment_analytics.send(
+            key=cmd.payment_id.encode(), value=_ATTEMPT.encode(attempt), headers=_ATTEMPT.headers
+        )
+
+    @app.agent(topics.gateway_commands, name="gateway-executor")
     async def gateway_executor(stream: Any) -> Any:
-        async for event in stream.events():
+        """One reader, many calls: commands are admitted in partition order, run concurrently
+        across payments and in order within one, and each is acked only when its result was
+        sent. faust commits an offset only below the first un-acked one, so no commit passes
+        a call that has not finished."""
+        dispatcher = KeyedDispatcher(max_in_flight, on_change=_in_flight)
+        manual = stream.noack()
+        async for event in manual.events():
             try:
                 cmd = command_from_record(
                     decode("gateway_command", event.value, dict(event.headers or {}))
                 )
             except SerializationError as exc:
                 await send_to_dead_letter(topics.dead_letter, event, exc)
+                await manual.ack(event)
                 continue
-            call_key = f"call:{cmd.idempotency_key}"
-            earlier = answered.get(call_key, int(time.time() * 1000))
-            if earlier is not None:
-                log.info("%s %s answered before, not called again", cmd.gateway, cmd.command_id)
-                CALLS_SKIPPED.labels(cmd.gateway).inc()
-                await send_result(cmd, earlier["result"])
-                continue
-            started = time.monotonic()
-            decline = None
-            if cmd.operation is Operation.REFUND:
-                refund = await execute_refund(gateways, cmd)
-                latency_ms = int((time.monotonic() - started) * 1000)
-                record = refund_outcome_to_record(
-                    refund, gateway=cmd.gateway, amount=cmd.amount.amount, latency_ms=latency_ms
-                )
-                answer, error = refund.state.value, refund.error_code
-            else:
-                outcome = await execute(gateways, cmd)
-                latency_ms = int((time.monotonic() - started) * 1000)
-                record = outcome_to_record(outcome, gateway=cmd.gateway, latency_ms=latency_ms)
-                answer, error, decline = (
-                    outcome.status.value,
-                    outcome.error_code,
-                    outcome.decline_code,
-                )
-            log.info("%s %s -> %s (%d ms)", cmd.gateway, cmd.command_id, answer, latency_ms)
-            await send_result(cmd, record)
-            if _definite(record):
-                now_ms = int(time.time() * 1000)
-                answered.put(
-                    call_key,
-                    {"payment_id": cmd.payment_id, "result": record},
-                    partition=event.message.partition,
-                    now_ms=now_ms,
-                )
-            attempt = attempt_record(
-                cmd,
-                outcome=answer,
-                decline_code=decline,
-                error_code=error,
-                latency_ms=latency_ms,
-                occurred_at_ms=int(time.time() * 1000),
-            )
-            await topics.payment_analytics.send(
-                key=cmd.payment_id.encode(),
-                value=_ATTEMPT.encode(attempt),
-                headers=_ATTEMPT.headers,
-            )
+
+            async def work(cmd: GatewayCommand = cmd, event: Any = event) -> None:
+                await run(cmd, event.message.partition)
+                await manual.ack(event)
+
+            await dispatcher.submit(cmd.payment_id, work)
 
     return gateway_executor
+
+
+def _in_flight(running: int, peak: int) -> None:
+    CALLS_IN_FLIGHT.set(running)
+    CALLS_IN_FLIGHT_PEAK.set(peak)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 INPUTS_IGNORED = Counter(
     "payments_inputs_ignored_total",
@@ -22,4 +22,10 @@ CALLS_SKIPPED = Counter(
     "payments_gateway_calls_skipped_total",
     "Redelivered gateway commands answered from the idempotency table, not called again.",
     ["gateway"],
+)
+CALLS_IN_FLIGHT = Gauge(
+    "payments_gateway_calls_in_flight", "Gateway calls running now (bounded by the executor)."
+)
+CALLS_IN_FLIGHT_PEAK = Gauge(
+    "payments_gateway_calls_in_flight_peak", "The most gateway calls ever in flight at once."
 )

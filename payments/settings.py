@@ -47,7 +47,7 @@ class Settings(BaseSettings):
 
     # Worker
     worker_web_port: int = Field(default=6066, ge=0, le=65535)
-    executor_concurrency: int = Field(default=200, ge=1, le=5000)
+    executor_concurrency: int = Field(default=256, ge=1, le=5000)
     # Stripe retries a webhook for up to 3 days: its event id is remembered at least that long.
     seen_events_ttl_s: int = Field(default=3 * 24 * 3600, ge=3 * 24 * 3600)
     dedup_sweep_interval_s: float = Field(default=60.0, gt=0)

@@ -77,7 +77,7 @@ def run_worker(settings: Settings) -> None:
         app, topics, tables, sweep_every_ms=int(settings.dedup_sweep_interval_s * 1000)
     )
     executor.register(
-        app, topics, gateways, tables.idempotency, concurrency=settings.executor_concurrency
+        app, topics, gateways, tables.idempotency, max_in_flight=settings.executor_concurrency
     )
     projection.register(app, topics, redis)
     pages.register(app, tables)
