@@ -100,6 +100,12 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from payments.bench import run_from_cli
+
+    return run_from_cli(args, settings)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="payments", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -146,6 +152,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sb.add_argument("--public-url", default=None, help="how clients reach the sandbox")
     sb.set_defaults(func=cmd_sandbox)
+
+    bench = sub.add_parser(
+        "bench",
+        help="drive payments (or webhooks) through the pipeline and print throughput, latency",
+        description="Starts the embedded stack unless --target names a running one's "
+        "endpoints.json. The last line printed is the result as JSON.",
+    )
+    bench.add_argument("what", nargs="?", choices=["payments", "webhooks"], default="payments")
+    bench.add_argument("--via", choices=["kafka", "http"], default="kafka")
+    bench.add_argument("--count", type=int, default=None, help="payments to drive (10000)")
+    bench.add_argument("--duration", type=float, default=None, help="drive for this many s")
+    bench.add_argument(
+        "--rate", type=float, default=None, help="open loop: payments/s offered; else closed loop"
+    )
+    bench.add_argument(
+        "--concurrency", type=int, default=256, help="closed loop: payments outstanding at once"
+    )
+    bench.add_argument("--latency-ms", type=int, default=0, help="sandbox gateway latency")
+    bench.add_argument("--mix", default="stripe=1", help="gateway weights, e.g. stripe=2,square=1")
+    bench.add_argument("--drain-s", type=float, default=30.0)
+    bench.add_argument("--raw-count", type=int, default=20_000)
+    bench.add_argument("--target", default=None, help="endpoints.json of a running stack")
+    bench.add_argument("--state-dir", default=".payments/bench")
+    bench.add_argument("--json-out", default=None, help="append the result line to this file")
+    bench.set_defaults(func=cmd_bench)
     return p
 
 

@@ -13,13 +13,19 @@ from streams.names import ALL_TOPICS
 log = logging.getLogger(__name__)
 
 
-async def ensure_topics(bootstrap: str, *, partitions: int, replication: int) -> list[str]:
-    """Create any missing pipeline topic; returns the names it created."""
+async def ensure_topics(
+    bootstrap: str,
+    *,
+    partitions: int,
+    replication: int,
+    topics: tuple[str, ...] = ALL_TOPICS,
+) -> list[str]:
+    """Create any missing topic of `topics` (the pipeline's); returns the names it created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [t for t in ALL_TOPICS if t not in existing]
+        missing = [t for t in topics if t not in existing]
         if missing:
             # Another process may win the race to create them; that is fine.
             with contextlib.suppress(TopicAlreadyExistsError):

@@ -37,15 +37,24 @@ def post_payment(
     )
 
 
-def wait_settled(client: httpx.Client, payment_id: str, timeout_s: float = 30) -> dict[str, Any]:
-    """Poll GET until the payment has an answer (or stays in requires_action)."""
+def wait_settled(
+    client: httpx.Client, payment_id: str, timeout_s: float = 30, *, manual_capture: bool = False
+) -> dict[str, Any]:
+    """Poll GET until the payment has an answer (or stays in requires_action).
+
+    `authorized` is an answer only for a manual-capture payment: an automatic one may pass
+    through it (Square announces APPROVED before COMPLETED) on its way to `succeeded`.
+    """
+    answers = {s.value for s in SETTLED} | {"requires_action"}
+    if not manual_capture:
+        answers.discard("authorized")
     deadline = time.monotonic() + timeout_s
     doc: dict[str, Any] = {}
     while time.monotonic() < deadline:
         r = client.get(f"/v1/payments/{payment_id}")
         if r.status_code == 200:
             doc = r.json()
-            if doc["status"] in {s.value for s in SETTLED} | {"requires_action"}:
+            if doc["status"] in answers:
                 return doc
         time.sleep(0.05)
     raise AssertionError(f"{payment_id} not settled after {timeout_s}s: {doc}")

@@ -103,7 +103,7 @@ def test_insufficient_funds_and_3ds_outcomes(client: httpx.Client) -> None:
 
 def test_manual_capture_stops_at_authorized(client: httpx.Client) -> None:
     r = post_payment(client, payment_body("pm_card_visa", capture="manual", currency="JPY"))
-    doc = wait_settled(client, r.json()["payment_id"])
+    doc = wait_settled(client, r.json()["payment_id"], manual_capture=True)
     assert doc["status"] == "authorized" and doc["captured_amount"] == 0
 
 

@@ -100,7 +100,7 @@ def test_same_refund_key_twice_is_one_refund(client, sandbox) -> None:
 def test_partial_capture_of_an_authorization(gateway: str, client, sandbox) -> None:
     r = post_payment(client, payment_body(OK[gateway], gateway=gateway, capture="manual"))
     pid = r.json()["payment_id"]
-    assert wait_settled(client, pid)["status"] == "authorized"
+    assert wait_settled(client, pid, manual_capture=True)["status"] == "authorized"
     assert post(client, f"/v1/payments/{pid}/capture", {"amount": 600}).status_code == 202
     doc = wait_status(client, pid, {"succeeded"})
     assert doc["captured_amount"] == 600
@@ -110,7 +110,7 @@ def test_partial_capture_of_an_authorization(gateway: str, client, sandbox) -> N
 def test_cancel_an_authorization(client, sandbox) -> None:
     r = post_payment(client, payment_body("cnon:card-nonce-ok", gateway="square", capture="manual"))
     pid = r.json()["payment_id"]
-    assert wait_settled(client, pid)["status"] == "authorized"
+    assert wait_settled(client, pid, manual_capture=True)["status"] == "authorized"
     assert post(client, f"/v1/payments/{pid}/cancel").status_code == 202
     assert wait_status(client, pid, {"canceled"})["status"] == "canceled"
     assert sandbox.get("/_sandbox/ledger/summary").json().get(pid, {}).get("captured", 0) == 0
