@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
 import shutil
 import statistics
@@ -564,6 +565,7 @@ def run_from_cli(args: Any, settings: Any) -> int:
     from payments.devstack import DevOptions, DevStack
     from payments.procs import free_port
 
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)  # joins and assignments: noise here
     stack = None
     if args.target:
         with open(args.target) as f:
