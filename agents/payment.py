@@ -51,6 +51,11 @@ from tables.rows import payment_from_row, payment_to_row, refund_to_row
 
 log = logging.getLogger(__name__)
 
+# Ignored inputs that happen to every payment (a webhook repeating what the gateway already
+# answered, a redelivery): counted, logged only at DEBUG.
+_ROUTINE = frozenset(
+    {"no_change", "duplicate_request", "duplicate_outcome", "duplicate_event", "refund_pending"}
+)
 _COMMAND = codec("gateway_command")
 _STATUS = codec("payment_status")
 _REFUND = codec("refund_status")
@@ -202,9 +207,14 @@ def register(app: faust.App, topics: Topics, tables: Tables, *, sweep_every_ms: 
                 await send_to_dead_letter(topics.dead_letter, event, exc)
                 continue
             if decision.ignored is not None:
-                INPUTS_IGNORED.labels(msg.topic, decision.ignored.split(":")[0]).inc()
-                log.info(
-                    "ignored %s for %s: %s", type(item).__name__, item.payment_id, decision.ignored
+                reason = decision.ignored.split(":")[0]
+                INPUTS_IGNORED.labels(msg.topic, reason).inc()
+                log.log(
+                    logging.DEBUG if reason in _ROUTINE else logging.INFO,
+                    "ignored %s for %s: %s",
+                    type(item).__name__,
+                    item.payment_id,
+                    decision.ignored,
                 )
             await emit(decision, item.payment_id)
             if decision.state is not None and decision.state != state:

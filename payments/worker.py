@@ -54,7 +54,10 @@ def build_gateways(settings: Settings) -> dict[str, Gateway]:
 
 
 def run_worker(settings: Settings) -> None:
-    loop = asyncio.new_event_loop()
+    import uvloop
+
+    # uvloop: the worker spends much of its time in socket I/O (Kafka, Redis, gateways).
+    loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     applied = loop.run_until_complete(
         tansu_compat.prepare(settings.kafka_bootstrap, settings.kafka_broker.value)
