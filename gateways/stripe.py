@@ -62,15 +62,39 @@ _DECLINE_CODES = {"insufficient_funds": "insufficient_funds"}
 class StripeGateway:
     name = "stripe"
 
-    def __init__(self, *, api_key: str, api_base: str, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        api_base: str,
+        timeout_s: float = 30.0,
+        max_connections: int = 100,
+    ) -> None:
         stripe.enable_telemetry = False  # otherwise the SDK writes ~/.config/stripe
-        self._http = stripe.AIOHTTPClient(timeout=aiohttp.ClientTimeout(total=timeout_s))
-        self._client = stripe.StripeClient(
-            api_key,
-            base_addresses={"api": api_base},
-            http_client=self._http,
-            max_network_retries=0,  # the executor retries, always with the same key
-        )
+        self._api_key = api_key
+        self._api_base = api_base
+        self._timeout_s = timeout_s
+        self._max_connections = max_connections
+        self._http: stripe.AIOHTTPClient | None = None
+        self._stripe: stripe.StripeClient | None = None
+
+    @property
+    def _client(self) -> stripe.StripeClient:
+        """Built on first use, inside the event loop: aiohttp's connector needs a running one.
+        Its pool is as large as the calls the executor keeps in flight (aiohttp's default, 100,
+        would queue the rest inside the SDK)."""
+        if self._stripe is None:
+            self._http = stripe.AIOHTTPClient(
+                connector=aiohttp.TCPConnector(limit=self._max_connections),
+                timeout=aiohttp.ClientTimeout(total=self._timeout_s),
+            )
+            self._stripe = stripe.StripeClient(
+                self._api_key,
+                base_addresses={"api": self._api_base},
+                http_client=self._http,
+                max_network_retries=0,  # the executor retries, always with the same key
+            )
+        return self._stripe
 
     async def authorize(self, req: AuthorizeRequest) -> GatewayResult:
         params: dict[str, Any] = {
@@ -144,7 +168,8 @@ class StripeGateway:
         return to_result(pi)
 
     async def close(self) -> None:
-        await self._http.close_async()  # type: ignore[no-untyped-call]
+        if self._http is not None:
+            await self._http.close_async()  # type: ignore[no-untyped-call]
 
 
 def to_result(pi: Any) -> GatewayResult:

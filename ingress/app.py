@@ -94,3 +94,11 @@ def create_app(settings: Settings) -> Starlette:
         },
         lifespan=lifespan,
     )
+
+
+def app_from_environment() -> Starlette:
+    """Entry point of each process when uvicorn runs several (`payments ingress --workers N`):
+    every process builds its settings once, here, from the same environment."""
+    from payments.settings import load_settings
+
+    return create_app(load_settings())

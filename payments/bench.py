@@ -591,7 +591,11 @@ def run_from_cli(args: Any, settings: Any) -> int:
             raise
         endpoints = Endpoints.from_json(stack.endpoints, settings.kafka_broker.value)
     try:
-        if args.what == "webhooks":
+        if args.what == "state":
+            if stack is None:
+                raise SystemExit("payments bench state restarts the worker: no --target")
+            result = bench_state(stack, settings, args.count or 500_000)
+        elif args.what == "webhooks":
             result = asyncio.run(
                 bench_webhooks(
                     endpoints,
@@ -623,3 +627,113 @@ def run_from_cli(args: Any, settings: Any) -> int:
             f.write(json.dumps(result) + "\n")
     ok = result.get("lost", 0) == 0 and result.get("duplicate_charges", 0) == 0
     return 0 if ok else 1
+
+
+# --- state: recovery and restart with many payments ----------------------------
+def synthetic_rows(n: int) -> Any:
+    """`n` payments-table rows of settled payments: one real decision, copied with new ids."""
+    from domain.money import Money
+    from domain.payment import (
+        CaptureMode,
+        GatewayOutcome,
+        Operation,
+        PaymentRequested,
+        command_id,
+        decide,
+    )
+    from domain.status import PaymentStatus
+    from tables.rows import payment_to_row
+
+    request = PaymentRequested(
+        payment_id="pay_template",
+        order_id="order",
+        user_id="user",
+        amount=Money(1000, "USD"),
+        gateway="stripe",
+        method_token=OK_TOKENS["stripe"],
+        capture=CaptureMode.AUTOMATIC,
+        fingerprint="bench",
+        requested_at_ms=int(time.time() * 1000),
+    )
+    pending = decide(None, request).state
+    outcome = GatewayOutcome(
+        payment_id="pay_template",
+        command_id=command_id("pay_template", Operation.AUTHORIZE),
+        operation=Operation.AUTHORIZE,
+        status=PaymentStatus.SUCCEEDED,
+        occurred_at_ms=request.requested_at_ms + 150,
+        gateway_reference="pi_template",
+        captured_amount=1000,
+    )
+    template = payment_to_row(decide(pending, outcome).state)  # type: ignore[arg-type]
+    for i in range(n):
+        payment_id = payment_id_for(f"bench-state-{i}")
+        yield (
+            payment_id,
+            {
+                **template,
+                "payment_id": payment_id,
+                "order_id": f"order-{i}",
+                "user_id": f"user-{i % 10_000}",
+                "gateway_reference": f"pi_{i}",
+            },
+        )
+
+
+async def load_changelog(bootstrap: str, topic: str, n: int) -> float:
+    """Write `n` rows to the payments changelog, partitioned by key like the pipeline."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=512 * 1024
+    )
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        pending = []
+        for payment_id, row in synthetic_rows(n):
+            pending.append(
+                await producer.send(topic, json.dumps(row).encode(), key=payment_id.encode())
+            )
+            if len(pending) >= 5_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def bench_state(stack: Any, settings: Any, n: int) -> dict[str, Any]:
+    """Fill the payments table with `n` rows, then time a recovery from the changelog (empty
+    local state) and a restart with local RocksDB state; worker RSS after each."""
+    import httpx
+
+    endpoints = stack.endpoints
+    topic = f"{settings.app_id}-payments-changelog"
+    console.print(f"writing {n:,} payments to {topic} ...")
+    asyncio.run(tansu_compat.prepare(endpoints["kafka_bootstrap"], settings.kafka_broker.value))
+    load_s = asyncio.run(load_changelog(endpoints["kafka_bootstrap"], topic, n))
+    worker = stack.child("worker")
+    worker.ready_timeout_s = 1800
+    console.print("restarting the worker with no local state (recovery from the changelog) ...")
+    recover_s = stack.restart("worker", wipe_data=True)
+    count = httpx.get(f"{endpoints['worker_url']}/tables/payments/digest/", timeout=600).json()
+    rss_recovered = rss_mb(worker.proc.pid)
+    console.print("restarting the worker with its local state ...")
+    restart_s = stack.restart("worker")
+    time.sleep(5)  # settle before reading memory
+    return {
+        "payments_in_state": count["count"],
+        "changelog_write_s": round(load_s, 1),
+        "recovery_from_changelog_s": round(recover_s, 1),
+        "worker_rss_mb_after_recovery": round(rss_recovered, 1),
+        "restart_with_local_state_s": round(restart_s, 1),
+        "worker_rss_mb_after_restart": round(rss_mb(worker.proc.pid), 1),
+    }

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from payments.settings import Settings, load_settings
 
@@ -61,15 +62,21 @@ def cmd_ingress(args: argparse.Namespace, settings: Settings) -> int:
 
     from ingress.app import create_app
 
-    uvicorn.run(
-        create_app(settings),
-        host=settings.ingress_host,
-        port=settings.ingress_port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        loop="uvloop",
-        http="httptools",
-    )
+    options: dict[str, Any] = {
+        "host": settings.ingress_host,
+        "port": settings.ingress_port,
+        "log_level": settings.log_level.lower(),
+        "access_log": False,
+        "loop": "uvloop",
+        "http": "httptools",
+    }
+    if args.workers > 1:
+        # One socket, N processes; each builds its own app from the environment.
+        uvicorn.run(
+            "ingress.app:app_from_environment", factory=True, workers=args.workers, **options
+        )
+    else:
+        uvicorn.run(create_app(settings), **options)
     return 0
 
 
@@ -139,7 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     dev.set_defaults(func=cmd_dev)
 
     sub.add_parser("worker", help="run one faust worker").set_defaults(func=cmd_worker)
-    sub.add_parser("ingress", help="run the HTTP ingress (uvicorn)").set_defaults(func=cmd_ingress)
+    ingress = sub.add_parser("ingress", help="run the HTTP ingress (uvicorn)")
+    ingress.add_argument(
+        "--workers", type=int, default=1, help="uvicorn worker processes sharing the port"
+    )
+    ingress.set_defaults(func=cmd_ingress)
 
     sb = sub.add_parser("sandbox", help="run the local gateway sandbox")
     sb.add_argument("--host", default="127.0.0.1")
@@ -159,7 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Starts the embedded stack unless --target names a running one's "
         "endpoints.json. The last line printed is the result as JSON.",
     )
-    bench.add_argument("what", nargs="?", choices=["payments", "webhooks"], default="payments")
+    bench.add_argument(
+        "what", nargs="?", choices=["payments", "webhooks", "state"], default="payments"
+    )
     bench.add_argument("--via", choices=["kafka", "http"], default="kafka")
     bench.add_argument("--count", type=int, default=None, help="payments to drive (10000)")
     bench.add_argument("--duration", type=float, default=None, help="drive for this many s")

@@ -30,6 +30,7 @@ def build_gateways(settings: Settings) -> dict[str, Gateway]:
             api_key=settings.stripe_api_key.get_secret_value(),
             api_base=settings.stripe_base,
             timeout_s=timeout,
+            max_connections=settings.executor_concurrency,
         )
     if "paypal" in settings.gateways:
         from gateways.paypal import PayPalGateway
