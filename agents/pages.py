@@ -62,6 +62,16 @@ def register(app: faust.App, tables: Tables) -> None:
             return web.json({"error": "unknown table or no payment_id"}, status=404)
         return web.json(dedup.entries_about(payment_id))
 
+    @app.page("/tables/{name}/expiring/")
+    async def dedup_expiring(web: Any, request: Any, name: str) -> Any:
+        """The soonest-expiring keys of one partition, read the way the sweep reads them."""
+        dedup = {"idempotency": tables.idempotency, "seen_events": tables.seen_events}.get(name)
+        if dedup is None:
+            return web.json({"error": "unknown table"}, status=404)
+        partition = int(request.query.get("partition", "0"))
+        limit = int(request.query.get("limit", "100"))
+        return web.json([[exp, key] for exp, key in dedup.expiring(partition, limit)])
+
     @app.page("/tables/payments/{payment_id}/")
     async def payment_row(web: Any, request: Any, payment_id: str) -> Any:
         """One payment's full state, for operators and tests (this worker's partitions only)."""

@@ -682,9 +682,7 @@ def synthetic_rows(n: int) -> Any:
 
 async def load_changelog(bootstrap: str, topic: str, n: int) -> float:
     """Write `n` rows to the payments changelog, partitioned by key like the pipeline."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=512 * 1024
-    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     started = time.perf_counter()
     try:

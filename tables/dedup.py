@@ -49,6 +49,18 @@ class ExpiringTable:
             if key.startswith("k:") and entry.get("payment_id") == payment_id
         }
 
+    def expiring(self, partition: int, limit: int = 100) -> list[tuple[int, str]]:
+        """The first `limit` (expiry ms, key) pairs of `partition`'s expiry index, soonest
+        first: what the next sweeps will read."""
+        prefix = f"x:{partition:04d}:"
+        out: list[tuple[int, str]] = []
+        for index_key in self._scan(partition, prefix):
+            if not index_key.startswith(prefix) or len(out) >= limit:
+                break
+            expires, _, key = index_key[len(prefix) :].partition(":")
+            out.append((int(expires), key))
+        return out
+
     def sweep(self, partition: int, now_ms: int, *, every_ms: int, limit: int = 1000) -> int:
         """Delete up to `limit` expired keys of `partition`, at most once per `every_ms`."""
         if now_ms - self._last_sweep.get(partition, 0) < every_ms:
@@ -84,17 +96,32 @@ def _expired(index_keys: Iterable[str], prefix: str, now_ms: int) -> Iterator[st
 def faust_scan(table: Any) -> Scan:
     """Sorted keys of one partition of a faust table, from `prefix` on.
 
-    With the RocksDB store this seeks in that partition's database; other stores (memory,
-    in tests) are small and are listed and sorted.
+    With the RocksDB store this seeks in that partition's database. Keys are stored as the
+    table serializes them (a `str` key is JSON: `"x:0003:..."`), so the seek key is the
+    encoded prefix without a JSON string's closing quote, and each key is decoded back.
+    Other stores (memory, in tests) are small and are listed and sorted.
     """
 
     def scan(partition: int, prefix: str) -> Iterator[str]:
         store = table.data
         if hasattr(store, "_db_for_partition"):
             db = store._db_for_partition(partition)
-            for raw in db.keys(from_key=prefix.encode()):
-                yield raw.decode() if isinstance(raw, bytes) else str(raw)
+            seek = seek_key(store._encode_key(prefix))
+            for raw in db.keys(from_key=seek):
+                if raw.startswith(b"__faust"):  # the store's own offset key
+                    continue
+                try:
+                    yield str(store._decode_key(raw))
+                except ValueError:  # not one of ours: the scan has left the table's keys
+                    return
             return
         yield from sorted(str(k) for k in table if str(k) >= prefix)
 
     return scan
+
+
+def seek_key(encoded_prefix: bytes) -> bytes:
+    """A stored key prefix from an encoded one: a JSON string loses its closing quote."""
+    if encoded_prefix.startswith(b'"') and encoded_prefix.endswith(b'"'):
+        return encoded_prefix[:-1]
+    return encoded_prefix

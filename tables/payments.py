@@ -25,7 +25,7 @@ def declare_tables(app: faust.App, settings: Settings) -> Tables:
         "payments",
         default=None,
         partitions=settings.topic_partitions,
-        key_type=str,  # app default key serializer is raw; str keys round-trip as UTF-8
+        key_type=str,  # str keys are stored JSON-encoded (faust's serializer for str)
         # values use the app default serializer, json
         help="Payment state by payment id; the payment agent is its only writer.",
     )

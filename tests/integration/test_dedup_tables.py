@@ -61,6 +61,16 @@ def test_requests_gateway_calls_and_webhook_events_are_remembered(
     day_ms = 24 * 3600 * 1000
     assert idem[f"payment:{pid}"]["exp"] >= time.time() * 1000 + day_ms - 60_000
 
+    # The sweep's view: the expiry index, read from the partition's RocksDB database.
+    url = f"{stack.endpoints['worker_url']}/tables/idempotency/expiring/"
+    indexed: dict[str, int] = {}
+    for partition in range(8):
+        soonest = httpx.get(url, params={"partition": partition, "limit": 100_000}).json()
+        assert soonest == sorted(soonest)  # soonest first: a sweep stops at the first live one
+        indexed |= {key: exp for exp, key in soonest}
+    assert indexed[f"payment:{pid}"] == idem[f"payment:{pid}"]["exp"]
+    assert indexed[f"call:{pid}:authorize:1"] == idem[f"call:{pid}:authorize:1"]["exp"]
+
     seen = _entries(stack, "seen_events", pid)
     succeeded = [e for e in seen.values() if e["event_type"] == "payment_intent.succeeded"]
     assert len(succeeded) == 1 and succeeded[0]["outcome"] == "applied"

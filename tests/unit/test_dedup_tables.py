@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -128,13 +129,20 @@ def test_a_webhook_event_is_recalled_for_days_not_forever() -> None:
 
 def test_faust_scan_seeks_in_the_partitions_rocksdb(tmp_path: Path) -> None:
     """The scan reads the partition's RocksDB database (raw mode, as faust opens it) in key
-    order from the prefix on, without listing the whole table."""
+    order from the prefix on. Keys are stored the way faust serializes a `str` key: JSON."""
     db = Rdict(str(tmp_path / "p3"), options=Options(raw_mode=True))
     try:
-        for key in (b"k:b", b"x:0003:0000000000200:b", b"x:0003:0000000000100:a", b"k:a"):
-            db[key] = b"1"
-        store = types.SimpleNamespace(_db_for_partition=lambda p: db)
+        keys = ["k:b", "x:0003:0000000000200:b", "x:0003:0000000000100:a", "k:a"]
+        for key in keys:
+            db[json.dumps(key).encode()] = b"1"
+        db[b"__faust\x00offset__"] = b"7"
+        store = types.SimpleNamespace(
+            _db_for_partition=lambda p: db,
+            _encode_key=lambda k: json.dumps(k).encode(),
+            _decode_key=lambda raw: json.loads(raw),
+        )
         scan = faust_scan(types.SimpleNamespace(data=store))
         assert list(scan(3, "x:0003:")) == ["x:0003:0000000000100:a", "x:0003:0000000000200:b"]
+        assert list(scan(3, "k:")) == ["k:a", "k:b", *sorted(keys)[2:]]
     finally:
         db.close()
