@@ -680,8 +680,13 @@ def synthetic_rows(n: int) -> Any:
         )
 
 
-async def load_changelog(bootstrap: str, topic: str, n: int) -> float:
-    """Write `n` rows to the payments changelog, partitioned by key like the pipeline."""
+async def load_changelog(bootstrap: str, topic: str, n: int, partitions: int) -> float:
+    """Write `n` rows to the payments changelog as faust would: the key JSON-encoded (faust's
+    serializer for `str` keys), in the partition the pipeline gives the payment id."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    partition_of = DefaultPartitioner()
+    every = list(range(partitions))
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     started = time.perf_counter()
@@ -689,7 +694,12 @@ async def load_changelog(bootstrap: str, topic: str, n: int) -> float:
         pending = []
         for payment_id, row in synthetic_rows(n):
             pending.append(
-                await producer.send(topic, json.dumps(row).encode(), key=payment_id.encode())
+                await producer.send(
+                    topic,
+                    json.dumps(row).encode(),
+                    key=json.dumps(payment_id).encode(),
+                    partition=partition_of(payment_id.encode(), every, every),
+                )
             )
             if len(pending) >= 5_000:
                 await asyncio.gather(*pending)
@@ -717,7 +727,9 @@ def bench_state(stack: Any, settings: Any, n: int) -> dict[str, Any]:
     topic = f"{settings.app_id}-payments-changelog"
     console.print(f"writing {n:,} payments to {topic} ...")
     asyncio.run(tansu_compat.prepare(endpoints["kafka_bootstrap"], settings.kafka_broker.value))
-    load_s = asyncio.run(load_changelog(endpoints["kafka_bootstrap"], topic, n))
+    load_s = asyncio.run(
+        load_changelog(endpoints["kafka_bootstrap"], topic, n, settings.topic_partitions)
+    )
     worker = stack.child("worker")
     worker.ready_timeout_s = 1800
     console.print("restarting the worker with no local state (recovery from the changelog) ...")
