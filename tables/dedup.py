@@ -61,7 +61,7 @@ class ExpiringTable:
             out.append((int(expires), key))
         return out
 
-    def sweep(self, partition: int, now_ms: int, *, every_ms: int, limit: int = 1000) -> int:
+    def sweep(self, partition: int, now_ms: int, *, every_ms: int, limit: int = 2000) -> int:
         """Delete up to `limit` expired keys of `partition`, at most once per `every_ms`."""
         if now_ms - self._last_sweep.get(partition, 0) < every_ms:
             return 0
