@@ -21,42 +21,34 @@ class Tables:
 
 
 def declare_tables(app: faust.App, settings: Settings) -> Tables:
-    payments = app.Table(
-        "payments",
-        default=None,
-        partitions=settings.topic_partitions,
-        key_type=str,  # str keys are stored JSON-encoded (faust's serializer for str)
-        # values use the app default serializer, json
-        help="Payment state by payment id; the payment agent is its only writer.",
-    )
-    refunds = app.Table(
-        "refunds",
-        default=None,
-        partitions=settings.topic_partitions,
-        key_type=str,
-        help="Refunds by refund id, written by the payment agent next to their payment.",
-    )
-    idempotency = app.Table(
-        "idempotency",
-        default=None,
-        partitions=settings.topic_partitions,
-        key_type=str,
-        help="Client idempotency keys and answered gateway calls, kept idempotency_ttl_s.",
-    )
-    seen_events = app.Table(
-        "seen_events",
-        default=None,
-        partitions=settings.topic_partitions,
-        key_type=str,
-        help="Gateway webhook event ids, kept seen_events_ttl_s.",
-    )
+    def table(name: str, help: str) -> Any:
+        return app.Table(
+            name,
+            default=None,
+            partitions=settings.topic_partitions,
+            key_type=str,  # str keys are stored JSON-encoded (faust's serializer for str)
+            help=help,  # values: the app's default serializer, json
+        )
+
+    def expiring(name: str, help: str, ttl_s: int) -> ExpiringTable:
+        declared = table(name, help)
+        return ExpiringTable(declared, faust_scan(declared), ttl_ms=ttl_s * 1000)
+
     return Tables(
-        payments=payments,
-        refunds=refunds,
-        idempotency=ExpiringTable(
-            idempotency, faust_scan(idempotency), ttl_ms=settings.idempotency_ttl_s * 1000
+        payments=table(
+            "payments", "Payment state by payment id; the payment agent is its only writer."
         ),
-        seen_events=ExpiringTable(
-            seen_events, faust_scan(seen_events), ttl_ms=settings.seen_events_ttl_s * 1000
+        refunds=table(
+            "refunds", "Refunds by refund id, written by the payment agent next to their payment."
+        ),
+        idempotency=expiring(
+            "idempotency",
+            "Client idempotency keys and answered gateway calls, kept idempotency_ttl_s.",
+            settings.idempotency_ttl_s,
+        ),
+        seen_events=expiring(
+            "seen_events",
+            "Gateway webhook event ids, kept seen_events_ttl_s.",
+            settings.seen_events_ttl_s,
         ),
     )
