@@ -113,6 +113,60 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     return run_from_cli(args, settings)
 
 
+def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from payments import dlq
+    from streams import tansu_compat
+
+    async def run() -> int:
+        await tansu_compat.prepare(settings.kafka_bootstrap, settings.kafka_broker.value)
+        letters = await dlq.read_all(settings.kafka_bootstrap)
+        if args.action == "list":
+            chosen = dlq.select(letters, [], args.error_type)
+            if args.json:
+                print(dlq.dumps([d.summary() for d in chosen]))
+                return 0
+            table = Table(title=f"dead_letter: {len(chosen)} record(s)")
+            for column in ("ref", "source", "error_type", "error", "key"):
+                table.add_column(column, overflow="fold")
+            for d in chosen:
+                row = d.summary()
+                table.add_row(
+                    *(str(row[c] or "") for c in ("ref", "source", "error_type", "error", "key"))
+                )
+            Console().print(table)
+            return 0
+        if args.action == "show":
+            for d in dlq.select(letters, args.refs, None):
+                print(dlq.dumps(d.detail()))
+            return 0
+        if not args.refs and not args.all:
+            print(
+                "payments dlq replay: name dead letters (PARTITION:OFFSET) or pass --all",
+                file=sys.stderr,
+            )
+            return 2
+        import redis.asyncio as aioredis
+
+        client = aioredis.from_url(settings.redis_url)
+        try:
+            done = await dlq.replay(
+                settings.kafka_bootstrap,
+                dlq.select(letters, args.refs, args.error_type),
+                redis=client,
+            )
+        finally:
+            await client.aclose()
+        print(dlq.dumps([r.__dict__ for r in done]))
+        return 1 if any(r.skipped for r in done) else 0
+
+    return asyncio.run(run())
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="payments", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -163,6 +217,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sb.add_argument("--public-url", default=None, help="how clients reach the sandbox")
     sb.set_defaults(func=cmd_sandbox)
+
+    dead = sub.add_parser(
+        "dlq",
+        help="list, show or replay dead letters (uses PAYMENTS_KAFKA_BOOTSTRAP, _REDIS_URL)",
+    )
+    dead.add_argument("action", choices=["list", "show", "replay"])
+    dead.add_argument("refs", nargs="*", help="dead letters as PARTITION:OFFSET (from list)")
+    dead.add_argument("--error-type", default=None, help="only dead letters of this error type")
+    dead.add_argument("--all", action="store_true", help="replay: every (selected) dead letter")
+    dead.add_argument("--json", action="store_true", help="list: JSON instead of a table")
+    dead.set_defaults(func=cmd_dlq)
 
     bench = sub.add_parser(
         "bench",

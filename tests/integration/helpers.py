@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,10 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 
 from domain.status import SETTLED
+from gateways.sandbox.square import signature_headers
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+SQUARE_KEY = "square_signature_key_sandbox"  # the default the ingress uses
 
 
 def payment_body(token: str = "pm_card_visa", **over: Any) -> dict[str, Any]:
@@ -107,3 +110,32 @@ async def scan_topic(bootstrap: str, topic: str, idle_s: float = 1.5) -> list[An
     finally:
         await consumer.stop()
     return records
+
+
+def square_dispute(client: httpx.Client, square_payment: str) -> httpx.Response:
+    """A `dispute.created` as real Square sends it: the disputed payment, no reference_id."""
+    body = json.dumps(
+        {
+            "merchant_id": "SANDBOX_MERCHANT",
+            "type": "dispute.created",
+            "event_id": str(uuid.uuid4()),
+            "created_at": datetime.now(UTC).isoformat(),
+            "data": {
+                "type": "dispute",
+                "id": "dp_1",
+                "object": {
+                    "object": {
+                        "id": "dp_1",
+                        "state": "EVIDENCE_REQUIRED",
+                        "disputed_payment": {"payment_id": square_payment},
+                        "amount_money": {"amount": 1000, "currency": "USD"},
+                    }
+                },
+            },
+        }
+    ).encode()
+    url = f"{str(client.base_url).rstrip('/')}/v1/webhooks/square"
+    headers = signature_headers(body, signature_key=SQUARE_KEY, notification_url=url)
+    return client.post(
+        "/v1/webhooks/square", content=body, headers={"content-type": "application/json", **headers}
+    )
