@@ -167,6 +167,12 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(run())
 
 
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    from payments.audit import run
+
+    return run(settings, only=set(args.payment) or None, as_json=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="payments", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -228,6 +234,15 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--all", action="store_true", help="replay: every (selected) dead letter")
     dead.add_argument("--json", action="store_true", help="list: JSON instead of a table")
     dead.set_defaults(func=cmd_dlq)
+
+    audit = sub.add_parser(
+        "audit",
+        help="compare the read model and payment_status with the gateway ledger; exit 1 on "
+        "any mismatch (uses PAYMENTS_KAFKA_BOOTSTRAP, _REDIS_URL, _SANDBOX_URL)",
+    )
+    audit.add_argument("--payment", action="append", default=[], help="audit only these ids")
+    audit.add_argument("--json", action="store_true")
+    audit.set_defaults(func=cmd_audit)
 
     bench = sub.add_parser(
         "bench",

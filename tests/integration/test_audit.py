@@ -1,0 +1,73 @@
+"""`payments audit` on the real stack: clean after real payments and refunds, and a planted
+mismatch in the read model is reported with a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import httpx
+import pytest
+import redis
+
+from payments.devstack import DevStack
+from streams.readmodel import payment_key
+from tests.integration.helpers import payment_body, post_payment, wait_settled, wait_status
+
+pytestmark = pytest.mark.stack
+
+
+def _audit(stack: DevStack, *ids: str) -> tuple[int, list[dict]]:
+    env = {
+        **os.environ,
+        "PAYMENTS_KAFKA_BOOTSTRAP": stack.endpoints["kafka_bootstrap"],
+        "PAYMENTS_REDIS_URL": stack.endpoints["redis_url"],
+        "PAYMENTS_SANDBOX_URL": stack.endpoints["sandbox_url"],
+    }
+    args = [a for pid in ids for a in ("--payment", pid)]
+    done = subprocess.run(
+        [sys.executable, "-m", "payments.cli", "audit", "--json", *args],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert done.returncode in (0, 1), done.stderr[-1500:]
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_audit_agrees_with_the_ledger_then_reports_a_planted_mismatch(stack: DevStack) -> None:
+    client = httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=15)
+    paid = post_payment(client, payment_body("pm_card_visa")).json()["payment_id"]
+    declined = post_payment(client, payment_body("pm_card_chargeDeclined")).json()["payment_id"]
+    wait_settled(client, paid)
+    wait_settled(client, declined)
+    refund = client.post(
+        f"/v1/payments/{paid}/refunds",
+        json={"amount": 400},
+        headers={"Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert refund.status_code == 202
+    wait_status(client, paid, {"partially_refunded"})
+    time.sleep(0.5)  # quiet: the refund's webhook has landed too
+
+    code, findings = _audit(stack, paid, declined)
+    assert (code, findings) == (0, [])
+
+    store = redis.Redis.from_url(stack.endpoints["redis_url"])
+    key = payment_key(paid)
+    original = store.hget(key, "doc")
+    assert original is not None
+    planted = {**json.loads(original), "status": "failed", "captured_amount": 0}
+    store.hset(key, "doc", json.dumps(planted))
+    try:
+        code, findings = _audit(stack, paid, declined)
+    finally:
+        store.hset(key, "doc", original)
+    assert code == 1
+    assert {(f["kind"], f["payment_id"]) for f in findings} >= {
+        ("charged_not_succeeded", paid),
+        ("amount_mismatch", paid),
+    }
+    assert all(f["payment_id"] == paid for f in findings)
