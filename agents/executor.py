@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import faust
@@ -28,10 +28,12 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from agents.breaker import CircuitBreaker
 from agents.dead_letter import send_to_dead_letter
 from agents.dispatch import KeyedDispatcher
 from agents.metrics import CALLS_IN_FLIGHT, CALLS_IN_FLIGHT_PEAK, CALLS_SKIPPED
 from domain.errors import (
+    CircuitOpen,
     GatewayDeclined,
     GatewayError,
     GatewayInvalidRequest,
@@ -113,8 +115,43 @@ def _reference(cmd: GatewayCommand) -> str:
     return cmd.gateway_reference
 
 
-async def _with_retries(call: Callable[[], Awaitable[T]]) -> T:
-    """Transient errors are retried with backoff and jitter, always with the same key."""
+async def _with_retries(
+    call: Callable[[], Awaitable[T]], breaker: CircuitBreaker | None = None
+) -> T:
+    """Transient errors are retried with backoff and jitter, always with the same key.
+
+    With a breaker, a call it refuses raises `CircuitOpen` (nothing was sent: provably no
+    charge) only when no earlier attempt of this command went out. After an unanswered
+    attempt the refusal is `GatewayUnavailable`, so the outcome stays `unknown`.
+    """
+    sent = 0
+
+    async def guarded() -> T:
+        nonlocal sent
+        if breaker is not None:
+            try:
+                breaker.before_call()
+            except CircuitOpen:
+                if sent:
+                    raise GatewayUnavailable(
+                        "circuit opened after an unanswered attempt", code="gateway_unavailable"
+                    ) from None
+                raise
+        sent += 1
+        try:
+            result = await call()
+        except GatewayUnavailable:
+            if breaker is not None:
+                breaker.failed()
+            raise
+        except GatewayError:
+            if breaker is not None:
+                breaker.succeeded()  # a decline or a refusal is an answer: the gateway is up
+            raise
+        if breaker is not None:
+            breaker.succeeded()
+        return result
+
     async for attempt in AsyncRetrying(
         retry=retry_if_exception(_retryable),
         stop=stop_after_attempt(RETRY_ATTEMPTS),
@@ -122,11 +159,15 @@ async def _with_retries(call: Callable[[], Awaitable[T]]) -> T:
         reraise=True,
     ):
         with attempt:
-            return await call()
+            return await guarded()
     raise AssertionError("unreachable: tenacity reraises")
 
 
-async def execute_refund(gateways: dict[str, Gateway], cmd: GatewayCommand) -> RefundOutcome:
+async def execute_refund(
+    gateways: dict[str, Gateway],
+    cmd: GatewayCommand,
+    breakers: Mapping[str, CircuitBreaker] | None = None,
+) -> RefundOutcome:
     """One refund call. No answer keeps the refund `initiated`: its amount stays reserved."""
 
     def outcome(state: RefundState, **fields: Any) -> RefundOutcome:
@@ -150,7 +191,8 @@ async def execute_refund(gateways: dict[str, Gateway], cmd: GatewayCommand) -> R
             idempotency_key=cmd.idempotency_key,
             reason=cmd.reason,
         )
-        result = await _with_retries(lambda: gateway.refund(request))
+        breaker = (breakers or {}).get(cmd.gateway)
+        result = await _with_retries(lambda: gateway.refund(request), breaker)
         state = {
             RefundStatus.INITIATED: RefundState.INITIATED,
             RefundStatus.PROCESSED: RefundState.PROCESSED,
@@ -166,7 +208,11 @@ async def execute_refund(gateways: dict[str, Gateway], cmd: GatewayCommand) -> R
         return outcome(RefundState.INITIATED, error_code=type(exc).__name__)
 
 
-async def execute(gateways: dict[str, Gateway], cmd: GatewayCommand) -> GatewayOutcome:
+async def execute(
+    gateways: dict[str, Gateway],
+    cmd: GatewayCommand,
+    breakers: Mapping[str, CircuitBreaker] | None = None,
+) -> GatewayOutcome:
     """Run one command with retries on transient errors; map every error to an outcome."""
 
     def outcome(status: PaymentStatus, **fields: Any) -> GatewayOutcome:
@@ -181,7 +227,8 @@ async def execute(gateways: dict[str, Gateway], cmd: GatewayCommand) -> GatewayO
 
     try:
         gateway = lookup(gateways, cmd.gateway)
-        result = await _with_retries(lambda: call_gateway(gateway, cmd))
+        breaker = (breakers or {}).get(cmd.gateway)
+        result = await _with_retries(lambda: call_gateway(gateway, cmd), breaker)
         return outcome(
             result.status,
             gateway_reference=result.gateway_reference,
@@ -234,6 +281,7 @@ def register(
     answered: ExpiringTable,
     *,
     max_in_flight: int,
+    breakers: Mapping[str, CircuitBreaker] | None = None,
 ) -> Any:
     async def send_result(cmd: GatewayCommand, record: dict[str, Any]) -> None:
         await topics.gateway_results.send(
@@ -251,14 +299,14 @@ def register(
         started = time.monotonic()
         decline = None
         if cmd.operation is Operation.REFUND:
-            refund = await execute_refund(gateways, cmd)
+            refund = await execute_refund(gateways, cmd, breakers)
             latency_ms = int((time.monotonic() - started) * 1000)
             record = refund_outcome_to_record(
                 refund, gateway=cmd.gateway, amount=cmd.amount.amount, latency_ms=latency_ms
             )
             answer, error = refund.state.value, refund.error_code
         else:
-            outcome = await execute(gateways, cmd)
+            outcome = await execute(gateways, cmd, breakers)
             latency_ms = int((time.monotonic() - started) * 1000)
             record = outcome_to_record(outcome, gateway=cmd.gateway, latency_ms=latency_ms)
             answer, error, decline = outcome.status.value, outcome.error_code, outcome.decline_code

@@ -29,3 +29,8 @@ CALLS_IN_FLIGHT = Gauge(
 CALLS_IN_FLIGHT_PEAK = Gauge(
     "payments_gateway_calls_in_flight_peak", "The most gateway calls ever in flight at once."
 )
+CIRCUIT_STATE = Gauge(
+    "payments_gateway_circuit_state",
+    "Each gateway's circuit breaker: 0 closed, 1 half-open (one probe call), 2 open (refusing).",
+    ["gateway"],
+)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from agents.breaker import CircuitBreaker
 from tables.payments import Tables
 
 
@@ -24,13 +26,17 @@ def table_digest(table: Any) -> dict[str, Any]:
     return {"count": len(items), "sha256": h.hexdigest()}
 
 
-def register(app: faust.App, tables: Tables) -> None:
+def register(
+    app: faust.App, tables: Tables, breakers: Mapping[str, CircuitBreaker] | None = None
+) -> None:
     @app.page("/readyz/")
     async def readyz(web: Any, request: Any) -> Any:
         assigned = app.consumer.assignment() if app.consumer else set()
         recovery = app.tables.recovery  # type: ignore[attr-defined]
         ready = bool(assigned) and not app.rebalancing and not recovery.active_remaining_total()
-        body = {"ready": ready, "assigned_partitions": len(assigned)}
+        circuits = {name: b.state.name.lower() for name, b in (breakers or {}).items()}
+        # An open circuit is the gateway's trouble, not the worker's: still ready.
+        body = {"ready": ready, "assigned_partitions": len(assigned), "circuits": circuits}
         return web.json(body, status=200 if ready else 503)
 
     @app.page("/metrics")

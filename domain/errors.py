@@ -70,6 +70,12 @@ class GatewayUnavailable(GatewayError):
     retryable = True
 
 
+class CircuitOpen(GatewayError):
+    """Refused before anything was sent (the gateway's circuit is open): provably no charge."""
+
+    code = "gateway_circuit_open"
+
+
 class GatewayTimeout(GatewayUnavailable):
     """The request may have reached the gateway: the outcome is unknown."""
 

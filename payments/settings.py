@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # Each sweep deletes up to 2,000 keys per partition: 200 keys/s per partition at 10 s.
     dedup_sweep_interval_s: float = Field(default=10.0, gt=0)
     gateway_timeout_s: float = Field(default=30.0, gt=0)
+    # A gateway's circuit opens after this many unavailable answers in a row, for reset_s.
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_reset_s: float = Field(default=10.0, gt=0)
 
     # Gateways the ingress accepts, comma-separated.
     enabled_gateways: str = "stripe,paypal,square"

@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from faust.worker import Worker
 
 from agents import executor, pages, payment, projection
+from agents.breaker import breakers_for
 from gateways.base import Gateway
 from payments.settings import Settings
 from streams import tansu_compat
@@ -80,11 +81,19 @@ def run_worker(settings: Settings) -> None:
     payment.register(
         app, topics, tables, sweep_every_ms=int(settings.dedup_sweep_interval_s * 1000)
     )
+    breakers = breakers_for(
+        sorted(gateways), failures=settings.breaker_failures, reset_after_s=settings.breaker_reset_s
+    )
     executor.register(
-        app, topics, gateways, tables.idempotency, max_in_flight=settings.executor_concurrency
+        app,
+        topics,
+        gateways,
+        tables.idempotency,
+        max_in_flight=settings.executor_concurrency,
+        breakers=breakers,
     )
     projection.register(app, topics, redis)
-    pages.register(app, tables)
+    pages.register(app, tables, breakers)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _close(app_: object, **kwargs: object) -> None:
