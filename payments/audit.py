@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +29,7 @@ from schemas import decode
 from streams import names
 from streams.indexes import PAYMENTS_ALL
 from streams.readmodel import payment_key
+from streams.scan import read_topic
 
 CAPTURED = frozenset({"succeeded", "partially_refunded", "refunded", "disputed"})
 
@@ -137,39 +137,8 @@ async def read_documents(redis: Any) -> dict[str, dict[str, Any]]:
 
 
 async def read_statuses(bootstrap: str) -> list[dict[str, Any]]:
-    from aiokafka import AIOKafkaConsumer
-    from aiokafka.structs import TopicPartition
-
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=10,
-        client_id=f"payments-audit-{uuid.uuid4().hex[:6]}",
-    )
-    await consumer.start()
-    out: list[dict[str, Any]] = []
-    try:
-        await consumer.topics()
-        tps = [
-            TopicPartition(names.PAYMENT_STATUS, p)
-            for p in sorted(consumer.partitions_for_topic(names.PAYMENT_STATUS) or ())
-        ]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        pending = {tp for tp in tps if ends[tp] > 0}
-        while pending:
-            batch = await consumer.getmany(*pending, timeout_ms=2000)
-            if not batch:
-                break
-            for tp, records in batch.items():
-                out += [decode("payment_status", r.value, dict(r.headers)) for r in records]
-                if records and records[-1].offset + 1 >= ends[tp]:
-                    pending.discard(tp)
-    finally:
-        await consumer.stop()
-    return out
+    records = await read_topic(bootstrap, names.PAYMENT_STATUS)
+    return [decode("payment_status", r.value, dict(r.headers)) for r in records]
 
 
 async def audit(

@@ -12,16 +12,15 @@ only once that lookup succeeds.
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from schemas import codec, decode
 from streams import names
 from streams.indexes import gateway_payment_key
+from streams.scan import read_topic
 
 REPLAYED_FROM = "dlq-replayed-from"
 _EVENT = codec("gateway_event")
@@ -100,48 +99,19 @@ def _schema_name(header: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in record).lstrip("_")
 
 
-async def read_all(bootstrap: str, *, idle_ms: int = 1500) -> list[DeadLetter]:
+async def read_all(bootstrap: str) -> list[DeadLetter]:
     """Every record in `dead_letter`, oldest first per partition, without joining a group."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=10,
-        client_id=f"payments-dlq-{uuid.uuid4().hex[:6]}",
-    )
-    await consumer.start()
-    letters: list[DeadLetter] = []
-    try:
-        await consumer.topics()  # metadata for every topic
-        partitions = consumer.partitions_for_topic(names.DEAD_LETTER) or set()
-        tps = [TopicPartition(names.DEAD_LETTER, p) for p in sorted(partitions)]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        pending = {tp for tp in tps if ends[tp] > 0}
-        while pending:
-            batch = await consumer.getmany(*pending, timeout_ms=idle_ms)
-            if not batch:
-                break
-            for tp, records in batch.items():
-                for r in records:
-                    letters.append(
-                        DeadLetter(
-                            partition=r.partition,
-                            offset=r.offset,
-                            timestamp_ms=r.timestamp,
-                            key=r.key,
-                            value=r.value,
-                            headers=tuple(r.headers),
-                        )
-                    )
-                if records and records[-1].offset + 1 >= ends[tp]:
-                    pending.discard(tp)
-    finally:
-        await consumer.stop()
-    return letters
+    return [
+        DeadLetter(
+            partition=r.partition,
+            offset=r.offset,
+            timestamp_ms=r.timestamp,
+            key=r.key,
+            value=r.value,
+            headers=tuple(r.headers),
+        )
+        for r in await read_topic(bootstrap, names.DEAD_LETTER)
+    ]
 
 
 @dataclass(frozen=True)

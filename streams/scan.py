@@ -1,0 +1,43 @@
+"""Read a whole topic once, from the beginning to the end it had when the read started,
+without joining a consumer group: for operator commands (dlq, audit), not for the pipeline."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+
+async def read_topic(bootstrap: str, topic: str, *, idle_ms: int = 2000) -> list[Any]:
+    """Every record of `topic` (aiokafka `ConsumerRecord`s), in offset order per partition."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=10,
+        client_id=f"payments-scan-{uuid.uuid4().hex[:6]}",
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        await consumer.topics()  # metadata for every topic
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        pending = {tp for tp in tps if ends[tp] > 0}
+        while pending:
+            batch = await consumer.getmany(*pending, timeout_ms=idle_ms)
+            if not batch:
+                break
+            for tp, part in batch.items():
+                records += part
+                if part and part[-1].offset + 1 >= ends[tp]:
+                    pending.discard(tp)
+    finally:
+        await consumer.stop()
+    return records
