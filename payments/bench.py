@@ -112,7 +112,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def gateway_plan(mix: dict[str, float], n: int) -> Callable[[int], str]:
+def gateway_plan(mix: dict[str, float]) -> Callable[[int], str]:
     """Payment i's gateway: the mix spread evenly, deterministically."""
     total = sum(mix.values())
     if total <= 0 or any(g not in OK_TOKENS for g in mix):
@@ -218,7 +218,7 @@ class Driver:
         self.endpoints = endpoints
         self.run = run
         self.run_id = uuid.uuid4().hex[:8]
-        self.gateway_of = gateway_plan(opts.mix, opts.count or 0)
+        self.gateway_of = gateway_plan(opts.mix)
         self._producer: AIOKafkaProducer | None = None
         self._http: aiohttp.ClientSession | None = None
 
@@ -556,7 +556,7 @@ def parse_mix(text: str) -> dict[str, float]:
     for part in text.split(","):
         name, _, weight = part.partition("=")
         mix[name.strip()] = float(weight or 1)
-    gateway_plan(mix, 0)  # validates
+    gateway_plan(mix)  # validates
     return mix
 
 

@@ -15,6 +15,7 @@ knows about Kafka: the table is any mapping, and `scan` lists a partition's expi
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from itertools import islice, takewhile
 from typing import Any
 
 Scan = Callable[[int, str], Iterable[str]]  # (partition, prefix) -> keys from prefix, sorted
@@ -52,14 +53,7 @@ class ExpiringTable:
     def expiring(self, partition: int, limit: int = 100) -> list[tuple[int, str]]:
         """The first `limit` (expiry ms, key) pairs of `partition`'s expiry index, soonest
         first: what the next sweeps will read."""
-        prefix = f"x:{partition:04d}:"
-        out: list[tuple[int, str]] = []
-        for index_key in self._scan(partition, prefix):
-            if not index_key.startswith(prefix) or len(out) >= limit:
-                break
-            expires, _, key = index_key[len(prefix) :].partition(":")
-            out.append((int(expires), key))
-        return out
+        return [(expires, key) for expires, key, _ in islice(self._index(partition), limit)]
 
     def sweep(self, partition: int, now_ms: int, *, every_ms: int, limit: int = 2000) -> int:
         """Delete up to `limit` expired keys of `partition`, at most once per `every_ms`."""
@@ -67,30 +61,32 @@ class ExpiringTable:
             return 0
         self._last_sweep[partition] = now_ms
         deleted = 0
-        prefix = f"x:{partition:04d}:"
-        for index_key in _expired(self._scan(partition, prefix), prefix, now_ms):
-            if deleted >= limit:
-                break
-            key = self._table.get(index_key)
-            if key is not None:
-                del self._table[index_key]
-            entry = self._table.get(f"k:{key}") if key is not None else None
+        expired = takewhile(lambda item: item[0] <= now_ms, self._index(partition))
+        for _, key, index_key in islice(expired, limit):
+            del self._table[index_key]
+            entry = self._table.get(f"k:{key}")
             # A key put again since has a later expiry, with an index entry of its own.
             if entry is not None and entry["exp"] <= now_ms:
                 del self._table[f"k:{key}"]
                 deleted += 1
         return deleted
 
+    def _index(self, partition: int) -> Iterator[tuple[int, str, str]]:
+        """(expiry ms, key, index key) of `partition`'s expiry index, soonest first."""
+        prefix = _index_prefix(partition)
+        for index_key in self._scan(partition, prefix):
+            if not index_key.startswith(prefix):
+                return
+            expires, _, key = index_key[len(prefix) :].partition(":")
+            yield int(expires), key, index_key
+
+
+def _index_prefix(partition: int) -> str:
+    return f"x:{partition:04d}:"
+
 
 def _expiry_key(partition: int, expires_ms: int, key: str) -> str:
-    return f"x:{partition:04d}:{expires_ms:013d}:{key}"
-
-
-def _expired(index_keys: Iterable[str], prefix: str, now_ms: int) -> Iterator[str]:
-    for index_key in index_keys:
-        if not index_key.startswith(prefix) or int(index_key[len(prefix) :][:13]) > now_ms:
-            return
-        yield index_key
+    return f"{_index_prefix(partition)}{expires_ms:013d}:{key}"
 
 
 def faust_scan(table: Any) -> Scan:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,9 @@ def external_services() -> Iterator[tuple[str | None, str | None]]:
         yield kafka.get_bootstrap_server(), f"redis://{host}:{port}/0"
 
 
-def start_stack(state_dir: Path, external: tuple[str | None, str | None]) -> DevStack:
+@contextmanager
+def running_stack(state_dir: Path, external: tuple[str | None, str | None]) -> Iterator[DevStack]:
+    """The whole stack on free loopback ports, stopped on the way out."""
     kafka, redis = external
     opts = DevOptions(
         state_dir=state_dir,
@@ -51,18 +54,14 @@ def start_stack(state_dir: Path, external: tuple[str | None, str | None]) -> Dev
     stack = DevStack(load_settings(), opts)
     try:
         stack.start()
-    except Exception:
+        yield stack
+    finally:
         stack.stop()
-        raise
-    return stack
 
 
 @pytest.fixture(scope="session")
 def stack(
     tmp_path_factory: pytest.TempPathFactory, external_services: tuple[str | None, str | None]
 ) -> Iterator[DevStack]:
-    s = start_stack(tmp_path_factory.mktemp("stack"), external_services)
-    try:
+    with running_stack(tmp_path_factory.mktemp("stack"), external_services) as s:
         yield s
-    finally:
-        s.stop()

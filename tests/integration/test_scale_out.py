@@ -15,7 +15,7 @@ import pytest
 from payments.audit import audit
 from payments.devstack import DevStack
 from payments.procs import Child, free_port, http_ok
-from tests.conftest import start_stack
+from tests.conftest import running_stack
 from tests.integration.helpers import payment_body, post_payment, wait_status
 
 pytestmark = pytest.mark.stack
@@ -23,11 +23,8 @@ pytestmark = pytest.mark.stack
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, external_services) -> Iterator[DevStack]:
-    own = start_stack(tmp_path_factory.mktemp("scale"), external_services)
-    try:
+    with running_stack(tmp_path_factory.mktemp("scale"), external_services) as own:
         yield own
-    finally:
-        own.stop()
 
 
 def _second(stack: DevStack, name: str, port_var: str, extra: dict[str, str]) -> tuple[Child, str]:

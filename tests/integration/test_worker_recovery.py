@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from payments.devstack import DevStack
-from tests.conftest import start_stack
+from tests.conftest import running_stack
 from tests.integration.helpers import payment_body, post_payment, wait_settled
 
 pytestmark = pytest.mark.stack
@@ -20,11 +20,8 @@ pytestmark = pytest.mark.stack
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, external_services) -> Iterator[DevStack]:
     """A stack of its own: other tests' late webhook retries must not land mid-comparison."""
-    own = start_stack(tmp_path_factory.mktemp("recovery"), external_services)
-    try:
+    with running_stack(tmp_path_factory.mktemp("recovery"), external_services) as own:
         yield own
-    finally:
-        own.stop()
 
 
 def digest(stack: DevStack) -> dict:

@@ -10,17 +10,15 @@ from pathlib import Path
 from rocksdict import Options, Rdict
 
 from agents.payment import recall, remember
-from domain.money import Money
 from domain.payment import (
-    CaptureMode,
     GatewayNotice,
     NoticeKind,
-    PaymentRequested,
     decide,
 )
 from domain.status import PaymentStatus
 from tables.dedup import ExpiringTable, faust_scan
 from tables.payments import Tables
+from tests.unit.test_payment_decide import request
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -75,42 +73,28 @@ def _tables() -> Tables:
     return Tables(payments={}, refunds={}, idempotency=_table()[1], seen_events=_table()[1])
 
 
-def _request(fingerprint: str = "f1") -> PaymentRequested:
-    return PaymentRequested(
-        payment_id="pay_1",
-        order_id="o",
-        user_id="u",
-        amount=Money(500, "USD"),
-        gateway="stripe",
-        method_token="pm_card_visa",
-        capture=CaptureMode.AUTOMATIC,
-        fingerprint=fingerprint,
-        requested_at_ms=0,
-    )
-
-
 def test_a_request_seen_before_is_a_duplicate_and_another_body_a_conflict() -> None:
     tables = _tables()
-    first = decide(None, _request())
-    remember(tables, _request(), first, partition=0, now_ms=0)
-    again = recall(tables, _request(), first.state, now_ms=1)
+    first = decide(None, request())
+    remember(tables, request(), first, partition=0, now_ms=0)
+    again = recall(tables, request(), first.state, now_ms=1)
     assert again is not None and again.ignored == "duplicate_request"
     assert again.commands == first.commands  # the outbox is re-emitted, same command ids
-    conflict = recall(tables, _request("f2"), first.state, now_ms=1)
+    conflict = recall(tables, request(fingerprint="f2"), first.state, now_ms=1)
     assert conflict is not None and conflict.ignored == "idempotency_conflict"
 
 
 def test_an_entry_ahead_of_its_payment_is_not_trusted() -> None:
     """A crash kept the dedup entry and lost the payment write: the input is applied again."""
     tables = _tables()
-    first = decide(None, _request())
-    remember(tables, _request(), first, partition=0, now_ms=0)
-    assert recall(tables, _request(), None, now_ms=1) is None
+    first = decide(None, request())
+    remember(tables, request(), first, partition=0, now_ms=0)
+    assert recall(tables, request(), None, now_ms=1) is None
 
 
 def test_a_webhook_event_is_recalled_for_days_not_forever() -> None:
     tables = _tables()
-    state = decide(None, _request()).state
+    state = decide(None, request()).state
     notice = GatewayNotice(
         payment_id="pay_1",
         event_id="stripe:evt_1",
