@@ -31,7 +31,7 @@ from tenacity import (
 from agents.breaker import CircuitBreaker
 from agents.dead_letter import send_to_dead_letter
 from agents.dispatch import KeyedDispatcher
-from agents.metrics import CALLS_IN_FLIGHT, CALLS_IN_FLIGHT_PEAK, CALLS_SKIPPED
+from agents.metrics import CALLS_IN_FLIGHT, CALLS_IN_FLIGHT_PEAK, CALLS_SKIPPED, STALE_COMMANDS
 from domain.errors import (
     CircuitOpen,
     GatewayDeclined,
@@ -40,7 +40,7 @@ from domain.errors import (
     GatewayUnavailable,
     SerializationError,
 )
-from domain.payment import CardSummary, GatewayCommand, GatewayOutcome, Operation
+from domain.payment import CHECKED, CardSummary, GatewayCommand, GatewayOutcome, Operation
 from domain.refunds import RefundOutcome, RefundState
 from domain.status import PaymentStatus
 from gateways.base import (
@@ -61,7 +61,7 @@ from schemas.records import (
     refund_outcome_to_record,
 )
 from streams.app import Topics
-from tables.dedup import ExpiringTable
+from tables.payments import Tables
 
 log = logging.getLogger(__name__)
 
@@ -267,6 +267,28 @@ def _summary(result: GatewayResult) -> CardSummary | None:
     )
 
 
+def stale_command(row: Mapping[str, Any] | None, cmd: GatewayCommand) -> str | None:
+    """Why a redelivered authorize must not be sent, or None to send it.
+
+    The payment row proves a copy stale once the payment no longer waits for it: the payment
+    has settled (a janitor found it never charged, or the answer came another way), or it
+    moved to another gateway. Without a row, or while the payment still waits, it is sent:
+    the agent sends a command just before it saves the row, and a copy that arrives first
+    must not be lost. The same idempotency key keeps a repeat from charging twice.
+    """
+    if row is None or cmd.operation is not Operation.AUTHORIZE:
+        return None
+    if row.get("gateway") != cmd.gateway:
+        return f"the payment moved to {row.get('gateway')}"
+    if PaymentStatus(row["status"]) not in WAITING:
+        return f"the payment is already {row['status']}"
+    return None
+
+
+# A payment in these may still be waiting for its authorize call.
+WAITING = frozenset({*CHECKED, PaymentStatus.REQUIRES_ACTION})
+
+
 def _definite(record: dict[str, Any]) -> bool:
     """An answer the gateway would repeat for the same key: worth remembering."""
     if record["operation"] == Operation.REFUND.value:
@@ -278,7 +300,7 @@ def register(
     app: faust.App,
     topics: Topics,
     gateways: dict[str, Gateway],
-    answered: ExpiringTable,
+    tables: Tables,
     *,
     max_in_flight: int,
     breakers: Mapping[str, CircuitBreaker] | None = None,
@@ -288,6 +310,8 @@ def register(
             key=cmd.payment_id.encode(), value=_RESULT.encode(record), headers=_RESULT.headers
         )
 
+    answered = tables.idempotency
+
     async def run(cmd: GatewayCommand, partition: int) -> None:
         call_key = f"call:{cmd.idempotency_key}"
         earlier = answered.get(call_key, int(time.time() * 1000))
@@ -295,6 +319,11 @@ def register(
             log.info("%s %s answered before, not called again", cmd.gateway, cmd.command_id)
             CALLS_SKIPPED.labels(cmd.gateway).inc()
             await send_result(cmd, earlier["result"])
+            return
+        stale = stale_command(tables.payments.get(cmd.payment_id), cmd)
+        if stale is not None:
+            log.info("%s %s not called: %s", cmd.gateway, cmd.command_id, stale)
+            STALE_COMMANDS.labels(cmd.gateway, cmd.operation.value).inc()
             return
         started = time.monotonic()
         decline = None

@@ -34,3 +34,19 @@ CIRCUIT_STATE = Gauge(
     "Each gateway's circuit breaker: 0 closed, 1 half-open (one probe call), 2 open (refusing).",
     ["gateway"],
 )
+JANITOR_CHECKS = Counter(
+    "payments_janitor_checks_total",
+    "Status checks the janitor made, by gateway, source (janitor: unknown; poll: stale "
+    "pending/processing) and verdict (found, not_charged, no_answer).",
+    ["gateway", "source", "verdict"],
+)
+JANITOR_EXHAUSTED = Counter(
+    "payments_janitor_exhausted_total",
+    "Payments still without an answer after the janitor's last scheduled check: for an operator.",
+    ["gateway", "status"],
+)
+STALE_COMMANDS = Counter(
+    "payments_gateway_commands_stale_total",
+    "Redelivered gateway commands refused because their payment no longer waits for them.",
+    ["gateway", "operation"],
+)

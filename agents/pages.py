@@ -26,14 +26,20 @@ def table_digest(table: Any) -> dict[str, Any]:
     return {"count": len(items), "sha256": h.hexdigest()}
 
 
+def worker_ready(app: faust.App) -> bool:
+    """Partitions assigned, no rebalance under way, tables recovered."""
+    assigned = app.consumer.assignment() if app.consumer else set()
+    recovery = app.tables.recovery  # type: ignore[attr-defined]
+    return bool(assigned) and not app.rebalancing and not recovery.active_remaining_total()
+
+
 def register(
     app: faust.App, tables: Tables, breakers: Mapping[str, CircuitBreaker] | None = None
 ) -> None:
     @app.page("/readyz/")
     async def readyz(web: Any, request: Any) -> Any:
         assigned = app.consumer.assignment() if app.consumer else set()
-        recovery = app.tables.recovery  # type: ignore[attr-defined]
-        ready = bool(assigned) and not app.rebalancing and not recovery.active_remaining_total()
+        ready = worker_ready(app)
         circuits = {name: b.state.name.lower() for name, b in (breakers or {}).items()}
         # An open circuit is the gateway's trouble, not the worker's: still ready.
         body = {"ready": ready, "assigned_partitions": len(assigned), "circuits": circuits}

@@ -17,8 +17,9 @@ from typing import Any
 import faust
 
 from agents.dead_letter import send_to_dead_letter
-from agents.metrics import INPUTS_IGNORED, WEBHOOKS_UNHANDLED
+from agents.metrics import INPUTS_IGNORED, JANITOR_EXHAUSTED, WEBHOOKS_UNHANDLED
 from domain.errors import PaymentError, SerializationError
+from domain.janitor import CHECKED, Schedule, due_at
 from domain.payment import (
     CancelRequested,
     CaptureRequested,
@@ -36,6 +37,7 @@ from gateways.registry import interpret
 from schemas import codec, decode
 from schemas.records import (
     action_from_record,
+    check_from_record,
     command_to_record,
     payment_requested_from_record,
     refund_requested_from_record,
@@ -81,6 +83,8 @@ def decode_input(topic: str, value: bytes | None, headers: dict[str, bytes]) -> 
         return refund_requested_from_record(decode("refund_request", value, headers))
     if topic == names.GATEWAY_EVENTS:
         return notice_from_event(decode("gateway_event", value, headers))
+    if topic == names.PAYMENT_CHECKS:
+        return check_from_record(decode("payment_check", value, headers))
     raise SerializationError(f"payment agent does not read topic {topic!r}")
 
 
@@ -160,7 +164,22 @@ def remember(
         tables.idempotency.put(request[0], entry, partition=partition, now_ms=now_ms)
 
 
-def register(app: faust.App, topics: Topics, tables: Tables, *, sweep_every_ms: int) -> Any:
+def reschedule(tables: Tables, payment: Payment, schedule: Schedule, *, partition: int) -> None:
+    """Put the payment's next janitor check in the due index, or take it out."""
+    due = due_at(payment, schedule)
+    if due is None and payment.status in CHECKED:
+        JANITOR_EXHAUSTED.labels(payment.gateway, payment.status.value).inc()
+        log.warning(
+            "%s is still %s after the janitor's last check: left for an operator",
+            payment.payment_id,
+            payment.status.value,
+        )
+    tables.janitor.set(payment.payment_id, due, partition=partition)
+
+
+def register(
+    app: faust.App, topics: Topics, tables: Tables, *, sweep_every_ms: int, schedule: Schedule
+) -> Any:
     payments = tables.payments
 
     async def emit(decision: Decision, payment_id: str) -> None:
@@ -219,6 +238,7 @@ def register(app: faust.App, topics: Topics, tables: Tables, *, sweep_every_ms: 
             await emit(decision, item.payment_id)
             if decision.state is not None and decision.state != state:
                 payments[item.payment_id] = payment_to_row(decision.state)
+                reschedule(tables, decision.state, schedule, partition=msg.partition)
             if recalled is None:  # after the payment: an entry never runs ahead of its state
                 remember(tables, item, decision, partition=msg.partition, now_ms=now_ms)
 

@@ -115,6 +115,30 @@ class GatewayNotice:
     capture_needed: bool = False  # the gateway waits for our capture (an approved order)
 
 
+class Verdict(StrEnum):
+    """What a status check got from the gateway."""
+
+    FOUND = "found"  # the gateway knows the payment: `status` is what it says now
+    NOT_CHARGED = "not_charged"  # the gateway confirms it holds no payment for our id
+    NO_ANSWER = "no_answer"  # the gateway could not answer (down, timeout, circuit open)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChecked:
+    """The janitor asked the gateway about a payment it had no news of (`domain.janitor`)."""
+
+    payment_id: str
+    check: int  # the payment's `checks` count when it was asked: a stale answer is ignored
+    source: Source  # janitor (an `unknown` payment) or poll (a stale pending/processing one)
+    verdict: Verdict
+    occurred_at_ms: int
+    status: PaymentStatus | None = None
+    gateway_reference: str | None = None
+    captured_amount: int = 0
+    decline_code: str | None = None
+    error_code: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class CaptureRequested:
     payment_id: str
@@ -138,6 +162,7 @@ Input = (
     | CancelRequested
     | RefundRequested
     | RefundOutcome
+    | StatusChecked
 )
 
 
@@ -202,6 +227,10 @@ class Payment:
     # Bumped by every input that changed the state: dedup records name the version they made,
     # so a dedup entry whose payment write was lost in a crash is not mistaken for a duplicate.
     version: int = 0
+    # Status checks made since the status last changed, and when the last one was answered:
+    # the janitor's schedule (`domain.janitor.due_at`) counts from them.
+    checks: int = 0
+    checked_at_ms: int = 0
 
     @property
     def refunded_amount(self) -> int:
@@ -264,6 +293,8 @@ def _decide(state: Payment | None, event: Input) -> Decision:
         return _on_action(state, event)
     if isinstance(event, RefundRequested):
         return _on_refund_request(state, event)
+    if isinstance(event, StatusChecked):
+        return _on_check(state, event)
     return _on_refund_outcome(state, event)
 
 
@@ -379,6 +410,52 @@ def _on_notice(state: Payment | None, notice: GatewayNotice) -> Decision:
     return decision
 
 
+def _on_check(state: Payment | None, chk: StatusChecked) -> Decision:
+    """A status check's answer. It counts as one check whatever it says; what it found moves
+    the payment like any gateway news, and a confirmed absence fails an `unknown` payment."""
+    if state is None:
+        return Decision(None, ignored="unknown_payment")
+    if chk.check != state.checks or state.status not in CHECKED:
+        return Decision(state, ignored="stale_check")
+    checked = dataclasses.replace(
+        state, checks=state.checks + 1, checked_at_ms=max(state.checked_at_ms, chk.occurred_at_ms)
+    )
+    key = f"chk:{chk.check}:{chk.occurred_at_ms}"
+    if chk.verdict is Verdict.FOUND and chk.status is not None:
+        return _advance(
+            checked,
+            key=key,
+            status=chk.status,
+            source=chk.source,
+            occurred_at_ms=chk.occurred_at_ms,
+            gateway_reference=chk.gateway_reference,
+            captured_amount=chk.captured_amount,
+            decline_code=chk.decline_code,
+            error_code=chk.error_code or _error_for_decline(chk.decline_code),
+            outstanding=None if chk.status not in _STILL_WAITING else state.outstanding_command,
+        )
+    if chk.verdict is Verdict.NOT_CHARGED and state.status is PaymentStatus.UNKNOWN:
+        # Provably no money moved. The authorize command leaves the outbox with the status,
+        # and the executor refuses a redelivered copy of it (`agents.executor`).
+        return _advance(
+            checked,
+            key=key,
+            status=PaymentStatus.FAILED,
+            source=chk.source,
+            occurred_at_ms=chk.occurred_at_ms,
+            gateway_reference=None,
+            captured_amount=0,
+            decline_code=None,
+            error_code="gateway_not_charged",
+            outstanding=None,
+        )
+    return Decision(checked, ignored=f"check_{chk.verdict.value}")
+
+
+# Statuses the janitor checks on: no answer yet, or an answer that more news must follow.
+CHECKED = frozenset({PaymentStatus.PENDING, PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN})
+
+
 def _capture_approved(decision: Decision, notice: GatewayNotice) -> Decision:
     """The buyer approved (3-D Secure, wallet): an automatic-capture payment is captured now."""
     state = decision.state
@@ -446,6 +523,8 @@ def _advance(
         outstanding_command=outstanding,
         card=card or state.card,
         recent_inputs=_remember(state.recent_inputs, key),
+        checks=0,  # a new status starts the janitor's schedule again
+        checked_at_ms=0,
     )
     change = StatusChange(
         payment_id=state.payment_id,

@@ -25,6 +25,7 @@ __all__ = [
     "EventKind",
     "Gateway",
     "GatewayResult",
+    "LookupRequest",
     "NotSupported",
     "RefundRequest",
     "RefundResult",
@@ -79,6 +80,18 @@ class RefundRequest:
     amount: Money
     idempotency_key: str
     reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LookupRequest:
+    """The janitor's question: what does the gateway hold for this payment of ours?"""
+
+    payment_id: str
+    created_at_ms: int
+    gateway_reference: str | None = None  # the gateway's object, once it told us
+    # The authorize call that went unanswered, with its idempotency key: a gateway with no
+    # way to search by our id is asked by replaying it (see each adapter's `lookup`).
+    authorize: AuthorizeRequest | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,5 +162,10 @@ class Gateway(Protocol):
     async def refund(self, req: RefundRequest) -> RefundResult: ...
 
     async def fetch(self, gateway_reference: str) -> GatewayResult: ...
+
+    async def lookup(self, req: LookupRequest) -> GatewayResult | None:
+        """What the gateway says now about our payment, or None when it confirms it holds no
+        payment for our id (nothing was charged)."""
+        ...
 
     async def close(self) -> None: ...

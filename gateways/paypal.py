@@ -72,6 +72,7 @@ from gateways.base import (
     CardDetails,
     EventKind,
     GatewayResult,
+    LookupRequest,
     RefundRequest,
     RefundResult,
     RefundStatus,
@@ -160,6 +161,9 @@ PROCESSOR_DECLINES: Final[dict[str, str]] = {
 
 DEFAULT_TOKEN_LIFETIME_S = 32_400  # what PayPal grants when a token omits expires_in
 REPRESENTATION = "return=representation"
+# How long PayPal honours a PayPal-Request-Id on create-order, kept on the safe side: within
+# it a replayed request returns the first one's order instead of making another.
+REQUEST_ID_WINDOW_MS = 6 * 3600 * 1000
 
 
 # --- amounts ---------------------------------------------------------------------------------
@@ -551,6 +555,19 @@ class PayPalGateway:
         return order_result(
             await self._call(self._client.orders.get_order, {"id": gateway_reference})
         )
+
+    async def lookup(self, req: LookupRequest) -> GatewayResult | None:
+        """By reference when we have one. PayPal has no search by our id, so otherwise the
+        unanswered create-order is replayed with its PayPal-Request-Id: PayPal answers with
+        the order that request made, or makes it now if it never arrived, never a second one.
+        Only within `REQUEST_ID_WINDOW_MS`, while PayPal still holds the request id."""
+        if req.gateway_reference:
+            return await self.fetch(req.gateway_reference)
+        if req.authorize is None:
+            raise NotSupported("no PayPal reference and no create-order to replay")
+        if time.time() * 1000 - req.created_at_ms > REQUEST_ID_WINDOW_MS:
+            raise NotSupported("past the PayPal-Request-Id window: left for an operator")
+        return await self.authorize(req.authorize)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._pool.shutdown, wait=True)

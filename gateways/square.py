@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Awaitable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
 import aiohttp
@@ -48,6 +49,7 @@ from gateways.base import (
     CardDetails,
     EventKind,
     GatewayResult,
+    LookupRequest,
     RefundRequest,
     RefundResult,
     RefundStatus,
@@ -195,6 +197,8 @@ VERIFICATION_REQUIRED = "CARD_DECLINED_VERIFICATION_REQUIRED"
 MAX_IDEMPOTENCY_KEY = 45  # Square's limit on every idempotency_key
 MAX_NOTE = 500  # Square's limit on Payment.note
 _HASHED_KEY_PREFIX = "h:"
+# A lookup lists payments created from this long before ours (clock skew, queueing).
+LOOKUP_SLACK_MS = 10 * 60 * 1000
 _NO_RETRIES: Final[RequestOptions] = {"max_retries": 0}
 
 
@@ -295,6 +299,30 @@ class SquareGateway:
             self._client.payments.get(payment_id=gateway_reference, request_options=_NO_RETRIES)
         )
         return to_result(_dump(response.payment))
+
+    async def lookup(self, req: LookupRequest) -> GatewayResult | None:
+        """By reference when we have one; otherwise ListPayments from shortly before the
+        payment was created, matched on the `reference_id` every payment we create carries."""
+        if req.gateway_reference:
+            return await self.fetch(req.gateway_reference)
+        begin = datetime.fromtimestamp((req.created_at_ms - LOOKUP_SLACK_MS) / 1000, UTC)
+        pager = await _call(
+            self._client.payments.list(
+                begin_time=begin.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                location_id=self._location_id,
+                sort_order="ASC",
+                request_options=_NO_RETRIES,
+            )
+        )
+
+        async def first_match() -> GatewayResult | None:
+            async for payment in pager:
+                data = _dump(payment)
+                if data.get("reference_id") == req.payment_id:
+                    return to_result(data)
+            return None
+
+        return await _call(first_match())
 
     async def close(self) -> None:
         await self._http.aclose()

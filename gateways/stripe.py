@@ -30,6 +30,7 @@ from gateways.base import (
     CardDetails,
     EventKind,
     GatewayResult,
+    LookupRequest,
     RefundRequest,
     RefundResult,
     RefundStatus,
@@ -166,6 +167,19 @@ class StripeGateway:
     async def fetch(self, gateway_reference: str) -> GatewayResult:
         pi = await _call(self._client.v1.payment_intents.retrieve_async(gateway_reference))
         return to_result(pi)
+
+    async def lookup(self, req: LookupRequest) -> GatewayResult | None:
+        """By reference when we have one; otherwise Stripe's search on the `payment_id`
+        metadata every intent we create carries. Search lags writes by up to a minute on
+        Stripe: an empty answer proves nothing until then (`domain.janitor`)."""
+        if req.gateway_reference:
+            return await self.fetch(req.gateway_reference)
+        found = await _call(
+            self._client.v1.payment_intents.search_async(
+                params={"query": f"metadata['payment_id']:'{req.payment_id}'", "limit": 1}
+            )
+        )
+        return to_result(found.data[0]) if found.data else None
 
     async def close(self) -> None:
         if self._http is not None:

@@ -8,8 +8,8 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
@@ -39,6 +39,8 @@ class DevOptions:
     ingress_port: int = 8000
     strict_ports: bool = False  # fail on a taken port instead of picking another
     sandbox_latency_ms: int = 0
+    # More PAYMENTS_* settings for every child (tests: a short janitor schedule, ...).
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 def _pick_port(name: str, wanted: int, strict: bool) -> int:
@@ -165,6 +167,7 @@ class DevStack:
             # Only this dev configuration trusts the sandbox's own PayPal signing certificate.
             "PAYMENTS_PAYPAL_CERT_HOSTS": f"127.0.0.1:{sandbox_port}",
             "PAYMENTS_SQUARE_NOTIFICATION_URL": f"{ingress_url}/v1/webhooks/square",
+            **opts.env,
         }
         cli = [sys.executable, "-m", "payments.cli"]
         sandbox = [*cli, "sandbox", "--port", str(sandbox_port)]

@@ -5,8 +5,10 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from domain.janitor import Schedule
 
 ENV_PREFIX = "PAYMENTS_"
 
@@ -56,6 +58,15 @@ class Settings(BaseSettings):
     # A gateway's circuit opens after this many unavailable answers in a row, for reset_s.
     breaker_failures: int = Field(default=5, ge=1)
     breaker_reset_s: float = Field(default=10.0, gt=0)
+    # The janitor asks gateways about payments with no news (`domain.janitor`): an `unknown`
+    # payment after each of these delays (comma-separated seconds, Kill Bill style), a
+    # pending/processing one first once it is stale_after_s old.
+    janitor_schedule_s: str = "60,300,3600,86400"
+    janitor_stale_after_s: float = Field(default=300.0, gt=0)
+    # A gateway's "no such payment" fails an `unknown` payment only once it is this old.
+    janitor_not_charged_after_s: float = Field(default=120.0, ge=0)
+    janitor_interval_s: float = Field(default=1.0, gt=0)  # how often the due index is read
+    janitor_concurrency: int = Field(default=16, ge=1, le=512)  # checks in flight per worker
 
     # Gateways the ingress accepts, comma-separated.
     enabled_gateways: str = "stripe,paypal,square"
@@ -89,6 +100,20 @@ class Settings(BaseSettings):
     def gateways(self) -> frozenset[str]:
         return frozenset(g.strip() for g in self.enabled_gateways.split(",") if g.strip())
 
+    @field_validator("janitor_schedule_s")
+    @classmethod
+    def _schedule_parses(cls, value: str) -> str:
+        Schedule(steps_ms=_steps_ms(value))  # raises ValueError: a clear startup error
+        return value
+
+    @property
+    def janitor_schedule(self) -> Schedule:
+        return Schedule(
+            steps_ms=_steps_ms(self.janitor_schedule_s),
+            stale_after_ms=int(self.janitor_stale_after_s * 1000),
+            not_charged_after_ms=int(self.janitor_not_charged_after_s * 1000),
+        )
+
     @property
     def stripe_base(self) -> str:
         return self.stripe_api_base or f"{self.sandbox_url.rstrip('/')}/stripe"
@@ -109,6 +134,13 @@ class Settings(BaseSettings):
     @property
     def paypal_cert_host_set(self) -> frozenset[str]:
         return frozenset(h.strip() for h in self.paypal_cert_hosts.split(",") if h.strip())
+
+
+def _steps_ms(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(float(step) * 1000) for step in value.split(",") if step.strip())
+    except ValueError:
+        raise ValueError(f"janitor_schedule_s: comma-separated seconds, got {value!r}") from None
 
 
 def load_settings(**overrides: object) -> Settings:

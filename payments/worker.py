@@ -8,7 +8,7 @@ import logging
 import redis.asyncio as aioredis
 from faust.worker import Worker
 
-from agents import executor, pages, payment, projection
+from agents import executor, janitor, pages, payment, projection
 from agents.breaker import breakers_for
 from gateways.base import Gateway
 from payments.settings import Settings
@@ -78,8 +78,13 @@ def run_worker(settings: Settings) -> None:
     tables = declare_tables(app, settings)
     gateways = build_gateways(settings)
     redis = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    schedule = settings.janitor_schedule
     payment.register(
-        app, topics, tables, sweep_every_ms=int(settings.dedup_sweep_interval_s * 1000)
+        app,
+        topics,
+        tables,
+        sweep_every_ms=int(settings.dedup_sweep_interval_s * 1000),
+        schedule=schedule,
     )
     breakers = breakers_for(
         sorted(gateways), failures=settings.breaker_failures, reset_after_s=settings.breaker_reset_s
@@ -88,9 +93,19 @@ def run_worker(settings: Settings) -> None:
         app,
         topics,
         gateways,
-        tables.idempotency,
+        tables,
         max_in_flight=settings.executor_concurrency,
         breakers=breakers,
+    )
+    janitor.register(
+        app,
+        topics,
+        tables,
+        gateways,
+        breakers,
+        schedule,
+        every_s=settings.janitor_interval_s,
+        concurrency=settings.janitor_concurrency,
     )
     projection.register(app, topics, redis)
     pages.register(app, tables, breakers)

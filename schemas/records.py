@@ -17,7 +17,10 @@ from domain.payment import (
     Operation,
     Payment,
     PaymentRequested,
+    Source,
     StatusChange,
+    StatusChecked,
+    Verdict,
 )
 from domain.refunds import RefundChange, RefundOutcome, RefundRequested, RefundState
 from domain.status import PaymentStatus
@@ -269,3 +272,37 @@ def attempt_record(
         "latency_ms": latency_ms,
         "occurred_at": occurred_at_ms,
     }
+
+
+def check_to_record(chk: StatusChecked, *, gateway: str) -> dict[str, Any]:
+    return {
+        "payment_id": chk.payment_id,
+        "check": chk.check,
+        "source": chk.source.value,
+        "gateway": gateway,
+        "verdict": chk.verdict.value,
+        "status": chk.status.value if chk.status else None,
+        "gateway_reference": chk.gateway_reference,
+        "captured_amount": chk.captured_amount,
+        "decline_code": chk.decline_code,
+        "error_code": chk.error_code,
+        "checked_at": chk.occurred_at_ms,
+    }
+
+
+def check_from_record(rec: dict[str, Any]) -> StatusChecked:
+    try:
+        return StatusChecked(
+            payment_id=rec["payment_id"],
+            check=int(rec["check"]),
+            source=Source(rec["source"]),
+            verdict=Verdict(rec["verdict"]),
+            occurred_at_ms=to_ms(rec["checked_at"]),
+            status=PaymentStatus(rec["status"]) if rec.get("status") else None,
+            gateway_reference=rec.get("gateway_reference"),
+            captured_amount=int(rec.get("captured_amount") or 0),
+            decline_code=rec.get("decline_code"),
+            error_code=rec.get("error_code"),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise SerializationError(f"invalid PaymentCheck: {exc}") from exc

@@ -44,6 +44,7 @@ class Topics:
     payment_status: Any
     refund_status: Any
     payment_analytics: Any
+    payment_checks: Any  # for sending; consumed through payment_inputs
     dead_letter: Any
 
 
@@ -66,11 +67,13 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
             names.REFUND_REQUEST,
             names.GATEWAY_RESULTS,
             names.GATEWAY_EVENTS,
+            names.PAYMENT_CHECKS,
         ),
         gateway_commands=topic(names.GATEWAY_COMMANDS),
         gateway_results=topic(names.GATEWAY_RESULTS),
         payment_status=topic(names.PAYMENT_STATUS),
         refund_status=topic(names.REFUND_STATUS),
         payment_analytics=topic(names.PAYMENT_ANALYTICS),
+        payment_checks=topic(names.PAYMENT_CHECKS),
         dead_letter=topic(names.DEAD_LETTER),
     )

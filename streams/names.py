@@ -8,6 +8,7 @@ REFUND_REQUEST = "refund_request"  # RefundRequested
 GATEWAY_COMMANDS = "gateway_commands"  # GatewayCommand, payment agent -> executor
 GATEWAY_RESULTS = "gateway_results"  # GatewayResult, executor -> payment agent
 GATEWAY_EVENTS = "gateway_events"  # GatewayEvent, verified webhooks from the ingress
+PAYMENT_CHECKS = "payment_checks"  # PaymentCheck, the janitor's answers from the gateways
 PAYMENT_STATUS = "payment_status"  # PaymentStatus, one per transition, for consumers
 REFUND_STATUS = "refund_status"  # RefundStatus, one per refund transition
 PAYMENT_ANALYTICS = "payment_analytics"  # PaymentAttempt, one per gateway attempt outcome
@@ -23,6 +24,7 @@ KEYED_TOPICS = (
     GATEWAY_COMMANDS,
     GATEWAY_RESULTS,
     GATEWAY_EVENTS,
+    PAYMENT_CHECKS,
     PAYMENT_STATUS,
 )
 ALL_TOPICS = (*KEYED_TOPICS, DEAD_LETTER)

@@ -40,7 +40,7 @@ class ExpiringTable:
         """Remember `key` from now on; a key put again keeps its first expiry entry too."""
         expires = now_ms + self.ttl_ms
         self._table[f"k:{key}"] = {**value, "exp": expires}
-        self._table[_expiry_key(partition, expires, key)] = key
+        self._table[time_index_key("x", partition, expires, key)] = key
 
     def entries_about(self, payment_id: str) -> dict[str, Any]:
         """Every live entry naming `payment_id`, by key: a full scan, for operators."""
@@ -73,20 +73,22 @@ class ExpiringTable:
 
     def _index(self, partition: int) -> Iterator[tuple[int, str, str]]:
         """(expiry ms, key, index key) of `partition`'s expiry index, soonest first."""
-        prefix = _index_prefix(partition)
-        for index_key in self._scan(partition, prefix):
-            if not index_key.startswith(prefix):
-                return
-            expires, _, key = index_key[len(prefix) :].partition(":")
-            yield int(expires), key, index_key
+        return read_time_index(self._scan, "x", partition)
 
 
-def _index_prefix(partition: int) -> str:
-    return f"x:{partition:04d}:"
+def time_index_key(letter: str, partition: int, at_ms: int, key: str) -> str:
+    """An entry of a time-sorted index: `<letter>:<partition>:<ms, 13 digits>:<key>`."""
+    return f"{letter}:{partition:04d}:{at_ms:013d}:{key}"
 
 
-def _expiry_key(partition: int, expires_ms: int, key: str) -> str:
-    return f"{_index_prefix(partition)}{expires_ms:013d}:{key}"
+def read_time_index(scan: Scan, letter: str, partition: int) -> Iterator[tuple[int, str, str]]:
+    """(ms, key, index key) of one partition's time-sorted index, earliest first."""
+    prefix = f"{letter}:{partition:04d}:"
+    for index_key in scan(partition, prefix):
+        if not index_key.startswith(prefix):
+            return
+        at_ms, _, key = index_key[len(prefix) :].partition(":")
+        yield int(at_ms), key, index_key
 
 
 def faust_scan(table: Any) -> Scan:

@@ -9,6 +9,7 @@ import faust
 
 from payments.settings import Settings
 from tables.dedup import ExpiringTable, faust_scan
+from tables.schedule import DueIndex
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,7 @@ class Tables:
     # Client idempotency keys (payment, capture, cancel, refund) and gateway calls answered.
     idempotency: ExpiringTable
     seen_events: ExpiringTable  # gateway webhook event ids, and what became of each
+    janitor: DueIndex  # payments due for a status check with their gateway, soonest first
 
 
 def declare_tables(app: faust.App, settings: Settings) -> Tables:
@@ -51,4 +53,11 @@ def declare_tables(app: faust.App, settings: Settings) -> Tables:
             "Gateway webhook event ids, kept seen_events_ttl_s.",
             settings.seen_events_ttl_s,
         ),
+        janitor=_due_index(
+            table("janitor", "Payments due for a janitor status check, by due time.")
+        ),
     )
+
+
+def _due_index(declared: Any) -> DueIndex:
+    return DueIndex(declared, faust_scan(declared))

@@ -49,6 +49,8 @@ def payment_to_row(p: Payment) -> dict[str, Any]:
         "last_change": _change_row(p.last_change) if p.last_change else None,
         "recent_inputs": list(p.recent_inputs),
         "version": p.version,
+        "checks": p.checks,
+        "checked_at_ms": p.checked_at_ms,
     }
 
 
@@ -77,6 +79,8 @@ def payment_from_row(row: dict[str, Any]) -> Payment:
         last_change=_change(row["last_change"]) if row.get("last_change") else None,
         recent_inputs=tuple(row.get("recent_inputs") or ()),
         version=row.get("version", 0),
+        checks=row.get("checks", 0),
+        checked_at_ms=row.get("checked_at_ms", 0),
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -38,8 +38,13 @@ def external_services() -> Iterator[tuple[str | None, str | None]]:
 
 
 @contextmanager
-def running_stack(state_dir: Path, external: tuple[str | None, str | None]) -> Iterator[DevStack]:
-    """The whole stack on free loopback ports, stopped on the way out."""
+def running_stack(
+    state_dir: Path,
+    external: tuple[str | None, str | None],
+    env: Mapping[str, str] | None = None,
+) -> Iterator[DevStack]:
+    """The whole stack on free loopback ports, stopped on the way out; `env` adds PAYMENTS_*
+    settings for its processes."""
     kafka, redis = external
     opts = DevOptions(
         state_dir=state_dir,
@@ -50,6 +55,7 @@ def running_stack(state_dir: Path, external: tuple[str | None, str | None]) -> I
         sandbox_port=free_port(),
         worker_web_port=free_port(),
         ingress_port=free_port(),
+        env=dict(env or {}),
     )
     stack = DevStack(load_settings(), opts)
     try:

@@ -204,6 +204,15 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _list_time(value: str | None, name: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise _error("INVALID_TIME", f"{name} must be an RFC 3339 timestamp", status=400) from None
+
+
 def _money(amount: int, currency: str) -> JSON:
     return {"amount": amount, "currency": currency}
 
@@ -604,6 +613,7 @@ class SquareSandbox:
         api = self._endpoint
         return [
             Route("/v2/payments", api(self._create_payment, "payments"), methods=["POST"]),
+            Route("/v2/payments", api(self._list_payments), methods=["GET"]),
             Route("/v2/payments/{payment}", api(self._get_payment), methods=["GET"]),
             Route("/v2/payments/{payment}/complete", api(self._complete_payment), methods=["POST"]),
             Route("/v2/payments/{payment}/cancel", api(self._cancel_payment), methods=["POST"]),
@@ -744,6 +754,39 @@ class SquareSandbox:
             case _:
                 self._approve(payment, created=True)
         return {"payment": payment.to_json()}
+
+    def _list_payments(self, request: Request, body: JSON) -> JSON:
+        """ListPayments: created in [begin_time, end_time), oldest first unless sort_order=DESC,
+        `limit` a page (at most 100) and an opaque `cursor` for the next."""
+        query = request.query_params
+        begin = _list_time(query.get("begin_time"), "begin_time")
+        end = _list_time(query.get("end_time"), "end_time")
+        try:
+            limit = min(int(query.get("limit") or 100), 100)
+            start = int(query.get("cursor") or 0)
+        except ValueError:
+            raise _error("INVALID_VALUE", "limit and cursor must be integers", status=400) from None
+        location = query.get("location_id")
+
+        def listed(p: Payment) -> bool:
+            created = _list_time(p.created_at, "created_at")
+            assert created is not None
+            return (
+                (begin is None or created >= begin)
+                and (end is None or created < end)
+                and (location is None or p.location_id == location)
+            )
+
+        matching = sorted(
+            filter(listed, self.payments.values()),
+            key=lambda p: p.created_at,
+            reverse=query.get("sort_order") == "DESC",
+        )
+        page = matching[start : start + limit]
+        out: JSON = {"payments": [p.to_json() for p in page]} if page else {}
+        if start + limit < len(matching):
+            out["cursor"] = str(start + limit)
+        return out
 
     def _get_payment(self, request: Request, body: JSON) -> JSON:
         return {"payment": self._payment(request).to_json()}

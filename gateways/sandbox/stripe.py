@@ -52,6 +52,7 @@ _ID_ALPHABET = string.ascii_letters + string.digits
 _BRACKETS = re.compile(r"\[([^\[\]]*)\]")
 _INTEGER = re.compile(r"-?[0-9]+")
 _CURRENCY = re.compile(r"[a-z]{3}")
+_METADATA_CLAUSE = re.compile(r"metadata\['(?P<key>[^']+)'\]:'(?P<value>[^']*)'")
 _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
@@ -450,6 +451,8 @@ class StripeSandbox:
         api = self._endpoint
         return [
             Route("/v1/payment_intents", api(self._create_intent), methods=["POST"]),
+            # Before `{intent}`: "search" is not an intent id.
+            Route("/v1/payment_intents/search", api(self._search_intents), methods=["GET"]),
             Route("/v1/payment_intents/{intent}", api(self._retrieve_intent), methods=["GET"]),
             Route(
                 "/v1/payment_intents/{intent}/confirm", api(self._confirm_intent), methods=["POST"]
@@ -614,6 +617,31 @@ class StripeSandbox:
     def _retrieve_intent(self, request: Request, params: Params) -> JSON:
         _reject_unknown(params, frozenset({"expand", "client_secret"}))
         return self._intent(request).to_json()
+
+    def _search_intents(self, request: Request, params: Params) -> JSON:
+        """Stripe's Search Query Language, the part we use: `metadata['k']:'v'` clauses joined
+        by AND. Anything else is refused, as an unsupported query is on Stripe."""
+        _reject_unknown(params, frozenset({"query", "limit", "page", "expand"}))
+        query = _str(params, "query", required=True) or ""
+        wanted: dict[str, str] = {}
+        for clause in re.split(r"\s+AND\s+", query.strip()):
+            match = _METADATA_CLAUSE.fullmatch(clause.strip())
+            if match is None:
+                raise _bad_param(f"Invalid search query: {clause!r}.", "query")
+            wanted[match["key"]] = match["value"]
+        limit = _positive_int(params, "limit") or 10
+        found = [
+            pi.to_json()
+            for pi in sorted(self.payment_intents.values(), key=lambda pi: pi.created, reverse=True)
+            if all(pi.metadata.get(k) == v for k, v in wanted.items())
+        ]
+        return {
+            "object": "search_result",
+            "url": "/v1/payment_intents/search",
+            "data": found[:limit],
+            "has_more": len(found) > limit,
+            "next_page": None,
+        }
 
     def _confirm_intent(self, request: Request, params: Params) -> JSON:
         _reject_unknown(

@@ -18,6 +18,7 @@ from domain.payment import (
 from domain.status import PaymentStatus
 from tables.dedup import ExpiringTable, faust_scan
 from tables.payments import Tables
+from tables.schedule import DueIndex
 from tests.unit.test_payment_decide import request
 
 DAY_MS = 24 * 3600 * 1000
@@ -69,8 +70,37 @@ def test_a_key_put_again_lives_until_its_new_expiry() -> None:
     assert table.sweep(0, 150, every_ms=0) == 1
 
 
+def _due_index() -> tuple[dict[str, object], DueIndex]:
+    data: dict[str, object] = {}
+
+    def scan(partition: int, prefix: str) -> Iterator[str]:
+        yield from sorted(k for k in data if k >= prefix)
+
+    return data, DueIndex(data, scan)
+
+
 def _tables() -> Tables:
-    return Tables(payments={}, refunds={}, idempotency=_table()[1], seen_events=_table()[1])
+    return Tables(
+        payments={},
+        refunds={},
+        idempotency=_table()[1],
+        seen_events=_table()[1],
+        janitor=_due_index()[1],
+    )
+
+
+def test_the_due_index_lists_a_partition_soonest_first_and_moves_or_drops_a_payment() -> None:
+    data, index = _due_index()
+    index.set("pay_b", 2_000, partition=1)
+    index.set("pay_a", 1_000, partition=1)
+    index.set("pay_c", 1_500, partition=2)
+    assert index.due(1, now_ms=1_999) == [(1_000, "pay_a")]
+    assert index.due(1, now_ms=5_000) == [(1_000, "pay_a"), (2_000, "pay_b")]
+    index.set("pay_a", 9_000, partition=1)  # checked: its next check moves later
+    assert index.upcoming(1) == [(2_000, "pay_b"), (9_000, "pay_a")]
+    index.set("pay_b", None, partition=1)  # settled: no more checks
+    assert index.upcoming(1) == [(9_000, "pay_a")] and index.upcoming(2) == [(1_500, "pay_c")]
+    assert len(data) == 4  # two entries for each payment still scheduled
 
 
 def test_a_request_seen_before_is_a_duplicate_and_another_body_a_conflict() -> None:

@@ -1,0 +1,143 @@
+"""The janitor's schedule and how a status check's answer moves a payment. Pure."""
+
+from __future__ import annotations
+
+import pytest
+
+from domain.janitor import Schedule, due_at, not_charged_is_proof, source_for
+from domain.payment import Payment, Source, StatusChecked, Verdict, decide
+from domain.status import PaymentStatus
+from tests.unit.test_payment_decide import outcome, request
+
+S = PaymentStatus
+SCHEDULE = Schedule(
+    steps_ms=(60_000, 300_000, 3_600_000, 86_400_000),
+    stale_after_ms=300_000,
+    not_charged_after_ms=120_000,
+)
+
+
+def unknown() -> Payment:
+    created = decide(None, request()).state
+    state = decide(created, outcome(S.UNKNOWN, at=1_000)).state
+    assert state is not None and state.status is S.UNKNOWN
+    return state
+
+
+def check(
+    state: Payment, verdict: Verdict, status: PaymentStatus | None = None, at: int = 70_000
+) -> StatusChecked:
+    return StatusChecked(
+        payment_id=state.payment_id,
+        check=state.checks,
+        source=source_for(state),
+        verdict=verdict,
+        occurred_at_ms=at,
+        status=status,
+        gateway_reference="pi_1" if status else None,
+        captured_amount=1000 if status is S.SUCCEEDED else 0,
+    )
+
+
+def test_an_unknown_payment_is_checked_at_1_min_5_min_1_h_and_1_d_then_left_to_an_operator():
+    state = unknown()
+    dues = []
+    for _ in range(5):
+        due = due_at(state, SCHEDULE)
+        if due is None:
+            break
+        dues.append(due - max(state.updated_at_ms, state.checked_at_ms))
+        decision = decide(state, check(state, Verdict.NO_ANSWER, at=due))
+        assert decision.state is not None and decision.ignored == "check_no_answer"
+        state = decision.state
+    assert dues == [60_000, 300_000, 3_600_000, 86_400_000]
+    assert state.status is S.UNKNOWN and due_at(state, SCHEDULE) is None
+
+
+def test_a_pending_payment_is_first_polled_once_stale() -> None:
+    state = decide(None, request()).state
+    assert state is not None
+    assert due_at(state, SCHEDULE) == state.updated_at_ms + SCHEDULE.stale_after_ms
+    assert source_for(state) is Source.POLL
+
+
+def test_a_settled_payment_is_not_scheduled() -> None:
+    state = decide(decide(None, request()).state, outcome(S.SUCCEEDED)).state
+    assert state is not None and due_at(state, SCHEDULE) is None
+
+
+def test_a_found_charge_resolves_unknown_with_a_janitor_status_record() -> None:
+    state = unknown()
+    d = decide(state, check(state, Verdict.FOUND, S.SUCCEEDED))
+    assert d.state is not None and d.state.status is S.SUCCEEDED
+    assert d.state.captured_amount == 1000 and d.state.gateway_reference == "pi_1"
+    (change,) = d.changes
+    assert (change.previous_status, change.status, change.source) == (
+        S.UNKNOWN,
+        S.SUCCEEDED,
+        Source.JANITOR,
+    )
+    assert d.state.pending_commands == ()  # the authorize is answered
+    assert due_at(d.state, SCHEDULE) is None
+
+
+def test_a_confirmed_absence_fails_unknown_as_never_charged() -> None:
+    state = unknown()
+    d = decide(state, check(state, Verdict.NOT_CHARGED))
+    assert d.state is not None and d.state.status is S.FAILED
+    assert d.state.error_code == "gateway_not_charged"
+    assert d.changes[0].source is Source.JANITOR
+    assert d.state.pending_commands == () and d.state.outstanding_command is None
+
+
+def test_absence_never_fails_a_pending_payment() -> None:
+    """Its authorize may still be queued: "no such payment" proves nothing yet."""
+    state = decide(None, request()).state
+    assert state is not None
+    d = decide(state, check(state, Verdict.NOT_CHARGED))
+    assert d.state is not None and d.state.status is S.PENDING and d.changes == ()
+
+
+def test_not_found_is_proof_only_for_unknown_and_only_once_old_enough() -> None:
+    state = unknown()
+    assert not not_charged_is_proof(state, state.updated_at_ms + 119_999, SCHEDULE)
+    assert not_charged_is_proof(state, state.updated_at_ms + 120_000, SCHEDULE)
+    pending = decide(None, request()).state
+    assert pending is not None and not not_charged_is_proof(pending, 10**12, SCHEDULE)
+
+
+def test_a_stale_or_repeated_check_is_ignored() -> None:
+    state = unknown()
+    answer = check(state, Verdict.FOUND, S.SUCCEEDED)
+    first = decide(state, answer)
+    assert first.state is not None
+    again = decide(first.state, answer)
+    assert again.ignored == "stale_check" and again.changes == ()
+
+
+def test_a_check_never_moves_a_status_backwards() -> None:
+    state = decide(None, request()).state
+    state = decide(state, outcome(S.PROCESSING)).state
+    assert state is not None and state.status is S.PROCESSING
+    d = decide(state, check(state, Verdict.FOUND, S.PENDING))
+    assert d.state is not None and d.state.status is S.PROCESSING
+    assert d.ignored == "regressive:processing->pending" and d.state.checks == 1
+
+
+@pytest.mark.parametrize("steps", ["", "0", "1,-5"])
+def test_a_schedule_needs_positive_steps(steps: str) -> None:
+    with pytest.raises(ValueError):
+        Schedule(steps_ms=tuple(int(s) for s in steps.split(",") if s))
+
+
+def test_a_redelivered_authorize_is_refused_once_the_payment_no_longer_waits() -> None:
+    from agents.executor import stale_command
+    from tables.rows import payment_to_row
+
+    state = unknown()
+    (cmd,) = state.pending_commands
+    assert stale_command(None, cmd) is None  # no row yet: the agent is about to save it
+    assert stale_command(payment_to_row(state), cmd) is None  # still waiting: send again
+    failed = decide(state, check(state, Verdict.NOT_CHARGED)).state
+    assert failed is not None
+    assert stale_command(payment_to_row(failed), cmd) == "the payment is already failed"
