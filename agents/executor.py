@@ -40,7 +40,14 @@ from domain.errors import (
     GatewayUnavailable,
     SerializationError,
 )
-from domain.payment import CHECKED, CardSummary, GatewayCommand, GatewayOutcome, Operation
+from domain.payment import (
+    CHECKED,
+    NOT_CHARGED_ERRORS,
+    CardSummary,
+    GatewayCommand,
+    GatewayOutcome,
+    Operation,
+)
 from domain.refunds import RefundOutcome, RefundState
 from domain.status import PaymentStatus
 from gateways.base import (
@@ -340,10 +347,15 @@ def register(
             record = outcome_to_record(outcome, gateway=cmd.gateway, latency_ms=latency_ms)
             answer, error, decline = outcome.status.value, outcome.error_code, outcome.decline_code
         log.debug("%s %s -> %s (%d ms)", cmd.gateway, cmd.command_id, answer, latency_ms)
-        await send_result(cmd, record)
         if _definite(record):
             entry = {"payment_id": cmd.payment_id, "result": record}
             answered.put(call_key, entry, partition=partition, now_ms=int(time.time() * 1000))
+            if record["error_code"] in NOT_CHARGED_ERRORS:
+                # A refusal lets the payment agent fail over to another gateway. It must be on
+                # disk before the agent can act on it, so that a copy of this command
+                # redelivered after a crash is answered with it, never sent to this gateway.
+                await app.producer.flush()
+        await send_result(cmd, record)
         attempt = attempt_record(
             cmd,
             outcome=answer,

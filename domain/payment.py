@@ -71,6 +71,9 @@ class PaymentRequested:
     fingerprint: str  # hash of the client's request body, for idempotency conflicts
     requested_at_ms: int
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # Routed payments: gateways to fail over to, in order, and the method's token for each.
+    fallbacks: tuple[str, ...] = ()
+    method_tokens: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +234,9 @@ class Payment:
     # the janitor's schedule (`domain.janitor.due_at`) counts from them.
     checks: int = 0
     checked_at_ms: int = 0
+    # Gateways still to fail over to, in order, with the method's token for each.
+    fallbacks: tuple[str, ...] = ()
+    method_tokens: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def refunded_amount(self) -> int:
@@ -319,6 +325,8 @@ def _on_request(state: Payment | None, req: PaymentRequested) -> Decision:
         updated_at_ms=req.requested_at_ms,
         metadata=dict(req.metadata),
         outstanding_command=cid,
+        fallbacks=req.fallbacks,
+        method_tokens=dict(req.method_tokens),
     )
     change = StatusChange(
         payment_id=req.payment_id,
@@ -365,6 +373,8 @@ def _on_outcome(state: Payment | None, out: GatewayOutcome) -> Decision:
         )
         reason = out.error_code or out.status.value
         return Decision(cleared, ignored=f"{out.operation.value}_failed:{reason}")
+    if _may_fail_over(state, out):
+        return _fail_over(state, out)
     outstanding = state.outstanding_command
     if out.command_id == outstanding and out.status not in _STILL_WAITING:
         outstanding = None
@@ -381,6 +391,59 @@ def _on_outcome(state: Payment | None, out: GatewayOutcome) -> Decision:
         outstanding=outstanding,
         card=out.card,
     )
+
+
+# Answers that prove the gateway charged nothing: only these allow another gateway to be
+# asked. A timeout never does (`unknown`): the first gateway may have charged.
+NOT_CHARGED_ERRORS = frozenset({"gateway_circuit_open"})
+
+
+def _may_fail_over(state: Payment, out: GatewayOutcome) -> bool:
+    return (
+        out.operation is Operation.AUTHORIZE
+        and out.status is PaymentStatus.FAILED
+        and out.error_code in NOT_CHARGED_ERRORS
+        and out.command_id == state.outstanding_command
+        and state.status is PaymentStatus.PENDING
+        and any(g in state.method_tokens for g in state.fallbacks)
+    )
+
+
+def _fail_over(state: Payment, out: GatewayOutcome) -> Decision:
+    """Ask the next gateway: a new command with its own id and idempotency key. The status
+    stays `pending`; the attempt on each gateway is in `payment_analytics`."""
+    remaining = list(state.fallbacks)
+    while remaining[0] not in state.method_tokens:
+        remaining.pop(0)
+    gateway = remaining.pop(0)
+    attempt = int(out.command_id.rsplit(":", 1)[1]) + 1  # `<payment>:authorize:<attempt>`
+    cid = command_id(state.payment_id, Operation.AUTHORIZE, attempt)
+    command = GatewayCommand(
+        command_id=cid,
+        payment_id=state.payment_id,
+        operation=Operation.AUTHORIZE,
+        gateway=gateway,
+        amount=state.amount,
+        capture=state.capture,
+        method_token=state.method_tokens[gateway],
+        idempotency_key=cid,
+        order_id=state.order_id,
+        user_id=state.user_id,
+        issued_at_ms=out.occurred_at_ms,
+    )
+    new = dataclasses.replace(
+        state,
+        gateway=gateway,
+        fallbacks=tuple(remaining),
+        outstanding_command=cid,
+        pending_commands=(
+            *(c for c in state.pending_commands if c.command_id != out.command_id),
+            command,
+        ),
+        recent_inputs=_remember(state.recent_inputs, f"{out.command_id}={out.status.value}"),
+        updated_at_ms=max(state.updated_at_ms, out.occurred_at_ms),
+    )
+    return Decision(new, commands=(command,), ignored=f"failover:{state.gateway}->{gateway}")
 
 
 def _on_notice(state: Payment | None, notice: GatewayNotice) -> Decision:

@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse
 from domain.refunds import RefundState
 from domain.status import PaymentStatus
 from ingress.errors import ApiError
-from ingress.models import CreatePayment
+from ingress.models import GatewayName
 from streams import indexes
 from streams.readmodel import payment_key, refund_key
 
@@ -42,7 +42,7 @@ MAX_MS = 10**15  # far beyond any real timestamp; keeps scores exact in a double
 
 _ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 _DIGITS = re.compile(r"^[0-9]{1,16}$")
-_GATEWAYS = frozenset(get_args(CreatePayment.model_fields["gateway"].annotation))
+_GATEWAYS = frozenset(get_args(GatewayName))
 _PAYMENT_STATUSES = frozenset(s.value for s in PaymentStatus)
 _REFUND_STATUSES = frozenset(s.value for s in RefundState)
 

@@ -6,7 +6,15 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from domain.money import MAX_MINOR_UNITS, normalize_currency
 
@@ -17,13 +25,34 @@ MetaValue = Annotated[str, StringConstraints(max_length=500)]
 IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,255}$"
 
 
+GatewayName = Literal["stripe", "paypal", "square"]
+
+
 class PaymentMethod(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["card"]
-    token: Token = Field(
-        description="A gateway token (pm_..., cnon:..., an order id); never a card number"
+    token: Token | None = Field(
+        default=None,
+        description="A gateway token (pm_..., cnon:..., a vault id); never a card number. "
+        "Used with whichever gateway the payment goes to.",
     )
+    gateway_tokens: Annotated[dict[GatewayName, Token], Field(min_length=1)] | None = Field(
+        default=None,
+        description="The method's token for each gateway it may go to; routing only picks "
+        "gateways named here. Give this or `token`, not both.",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind_of_token(self) -> PaymentMethod:
+        if (self.token is None) == (self.gateway_tokens is None):
+            raise ValueError("give either token or gateway_tokens")
+        return self
+
+    def token_for(self, gateway: str) -> str | None:
+        if self.gateway_tokens is not None:
+            return next((t for g, t in self.gateway_tokens.items() if g == gateway), None)
+        return self.token
 
 
 class CreatePayment(BaseModel):
@@ -35,7 +64,11 @@ class CreatePayment(BaseModel):
     currency: Annotated[str, StringConstraints(min_length=3, max_length=3)] = Field(
         description="ISO 4217 code, e.g. USD, JPY, BHD"
     )
-    gateway: Literal["stripe", "paypal", "square"]
+    gateway: GatewayName | None = Field(
+        default=None,
+        description="The gateway to use, alone. Omitted: the routing rules choose, with "
+        "failover to the next gateway when one provably did not charge.",
+    )
     payment_method: PaymentMethod
     capture: Literal["automatic", "manual"] = "automatic"
     metadata: Annotated[dict[MetaKey, MetaValue], Field(max_length=20)] = Field(

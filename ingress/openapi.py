@@ -11,6 +11,7 @@ from domain.status import PaymentStatus
 from ingress.models import (
     CreatePayment,
     ErrorResponse,
+    GatewayName,
     PaymentAccepted,
     PaymentList,
     PaymentView,
@@ -41,7 +42,7 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 
 
 _ID = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": r"^[A-Za-z0-9_.:\-]+$"}
-_GATEWAYS = get_args(CreatePayment.model_fields["gateway"].annotation)
+_GATEWAYS = get_args(GatewayName)
 _MS = {"type": "integer", "format": "int64", "minimum": 0}
 
 

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse
 
 from domain.errors import UnknownCurrency
 from domain.ids import payment_id_for
+from domain.routing import route
 from ingress.body import read_json
 from ingress.errors import ApiError
 from ingress.guards import (
@@ -40,8 +41,7 @@ async def create_payment(request: Request) -> JSONResponse:
         body = validate(CreatePayment, raw)
     except UnknownCurrency as exc:
         raise ApiError(400, exc.code, exc.message) from None
-    if body.gateway not in settings.gateways:
-        raise ApiError(400, "gateway_not_enabled", f"gateway {body.gateway!r} is not enabled here")
+    gateways = choose_gateways(body, settings)
 
     payment_id = payment_id_for(key)
     fingerprint = body.fingerprint()
@@ -57,8 +57,13 @@ async def create_payment(request: Request) -> JSONResponse:
         "user_id": body.user_id,
         "amount": body.amount,
         "currency": body.currency,
-        "gateway": body.gateway,
-        "payment_method": body.payment_method.model_dump(),
+        "gateway": gateways[0],
+        "payment_method": {
+            "type": body.payment_method.type,
+            "token": body.payment_method.token_for(gateways[0]),
+        },
+        "fallback_gateways": list(gateways[1:]),
+        "method_tokens": {g: body.payment_method.token_for(g) for g in gateways},
         "capture": body.capture,
         "metadata": body.metadata,
         "requested_at": now_ms,
@@ -73,6 +78,36 @@ async def create_payment(request: Request) -> JSONResponse:
     )
     await _seed_read_model(request, record)
     return JSONResponse(accepted, status_code=202)
+
+
+def choose_gateways(body: CreatePayment, settings: Any) -> tuple[str, ...]:
+    """The gateway the client named, alone; otherwise the routing rules' order."""
+    method = body.payment_method
+    if body.gateway is not None:
+        if body.gateway not in settings.gateways:
+            raise ApiError(
+                400, "gateway_not_enabled", f"gateway {body.gateway!r} is not enabled here"
+            )
+        if method.token_for(body.gateway) is None:
+            raise ApiError(
+                400, "missing_token", f"payment_method.gateway_tokens has no {body.gateway} token"
+            )
+        return (body.gateway,)
+    gateways = route(
+        settings.routing,
+        currency=body.currency,
+        method=method.type,
+        enabled=settings.gateways,
+        tokens=None if method.gateway_tokens is None else set(method.gateway_tokens),
+    )
+    if not gateways:
+        raise ApiError(
+            422,
+            "no_route",
+            f"no enabled gateway takes {method.type} payments in {body.currency} "
+            "with the tokens given",
+        )
+    return gateways
 
 
 async def _seed_read_model(request: Request, rec: dict[str, Any]) -> None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.janitor import Schedule
+from domain.routing import DEFAULT_RULES, Rule, parse_rules
+
+KNOWN_GATEWAYS = frozenset({"stripe", "paypal", "square"})
 
 ENV_PREFIX = "PAYMENTS_"
 
@@ -70,6 +74,9 @@ class Settings(BaseSettings):
 
     # Gateways the ingress accepts, comma-separated.
     enabled_gateways: str = "stripe,paypal,square"
+    # Which gateways a payment that names none may go to, in order (`domain.routing`):
+    # `<currency>:<method>=<gw>><gw>...` rules, `;`-separated, the first match wins.
+    routing_rules: str = DEFAULT_RULES
 
     # Gateways (the sandbox URL is the default; production points at the real APIs)
     sandbox_url: str = "http://127.0.0.1:8100"
@@ -99,6 +106,16 @@ class Settings(BaseSettings):
     @property
     def gateways(self) -> frozenset[str]:
         return frozenset(g.strip() for g in self.enabled_gateways.split(",") if g.strip())
+
+    @field_validator("routing_rules")
+    @classmethod
+    def _rules_parse(cls, value: str) -> str:
+        parse_rules(value, KNOWN_GATEWAYS)  # raises ValueError: a clear startup error
+        return value
+
+    @cached_property
+    def routing(self) -> tuple[Rule, ...]:
+        return parse_rules(self.routing_rules, KNOWN_GATEWAYS)
 
     @field_validator("janitor_schedule_s")
     @classmethod

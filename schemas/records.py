@@ -48,6 +48,8 @@ def payment_requested_from_record(rec: dict[str, Any]) -> PaymentRequested:
             fingerprint=rec["fingerprint"],
             requested_at_ms=to_ms(rec["requested_at"]),
             metadata=dict(rec.get("metadata") or {}),
+            fallbacks=tuple(rec.get("fallback_gateways") or ()),
+            method_tokens=dict(rec.get("method_tokens") or {}),
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise SerializationError(f"invalid PaymentRequested: {exc}") from exc

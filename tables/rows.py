@@ -51,6 +51,8 @@ def payment_to_row(p: Payment) -> dict[str, Any]:
         "version": p.version,
         "checks": p.checks,
         "checked_at_ms": p.checked_at_ms,
+        "fallbacks": list(p.fallbacks),
+        "method_tokens": dict(p.method_tokens),
     }
 
 
@@ -81,6 +83,8 @@ def payment_from_row(row: dict[str, Any]) -> Payment:
         version=row.get("version", 0),
         checks=row.get("checks", 0),
         checked_at_ms=row.get("checked_at_ms", 0),
+        fallbacks=tuple(row.get("fallbacks") or ()),
+        method_tokens=row.get("method_tokens") or {},
     )
 
 

@@ -122,5 +122,11 @@ def _example(avro_type: object) -> object:
     if isinstance(avro_type, list):
         return None if "null" in avro_type else _example(avro_type[0])
     if isinstance(avro_type, dict):
+        if avro_type.get("type") == "record":
+            return {f["name"]: _example(f["type"]) for f in avro_type["fields"]}
+        if avro_type.get("type") == "map":
+            return {"k": _example(avro_type["values"])}
+        if avro_type.get("type") == "array":
+            return [_example(avro_type["items"])]
         return 1_700_000_000_000 if avro_type.get("logicalType") else _example(avro_type["type"])
     return {"string": "x", "long": 7, "int": 3, "bytes": b"b"}[str(avro_type)]
