@@ -168,4 +168,10 @@ class Gateway(Protocol):
         payment for our id (nothing was charged)."""
         ...
 
+    async def charges_since(self, since_ms: int) -> list[tuple[str, GatewayResult]]:
+        """Every payment the gateway holds that was created from `since_ms` on, with our
+        payment id, from its list API: what `payments audit --against gateways` compares.
+        `NotSupported` for a gateway with no such API."""
+        ...
+
     async def close(self) -> None: ...

@@ -569,6 +569,12 @@ class PayPalGateway:
             raise NotSupported("past the PayPal-Request-Id window: left for an operator")
         return await self.authorize(req.authorize)
 
+    async def charges_since(self, since_ms: int) -> list[tuple[str, GatewayResult]]:
+        raise NotSupported(
+            "PayPal's Orders API has no list; its transaction search lags by hours. "
+            "Audit PayPal payments by reference instead."
+        )
+
     async def close(self) -> None:
         await asyncio.to_thread(self._pool.shutdown, wait=True)
         self._session.close()

@@ -305,7 +305,13 @@ class SquareGateway:
         payment was created, matched on the `reference_id` every payment we create carries."""
         if req.gateway_reference:
             return await self.fetch(req.gateway_reference)
-        begin = datetime.fromtimestamp((req.created_at_ms - LOOKUP_SLACK_MS) / 1000, UTC)
+        for payment_id, result in await self.charges_since(req.created_at_ms - LOOKUP_SLACK_MS):
+            if payment_id == req.payment_id:
+                return result
+        return None
+
+    async def charges_since(self, since_ms: int) -> list[tuple[str, GatewayResult]]:
+        begin = datetime.fromtimestamp(since_ms / 1000, UTC)
         pager = await _call(
             self._client.payments.list(
                 begin_time=begin.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -315,14 +321,15 @@ class SquareGateway:
             )
         )
 
-        async def first_match() -> GatewayResult | None:
+        async def every() -> list[tuple[str, GatewayResult]]:
+            found = []
             async for payment in pager:
                 data = _dump(payment)
-                if data.get("reference_id") == req.payment_id:
-                    return to_result(data)
-            return None
+                if data.get("reference_id"):
+                    found.append((str(data["reference_id"]), to_result(data)))
+            return found
 
-        return await _call(first_match())
+        return await _call(every())
 
     async def close(self) -> None:
         await self._http.aclose()

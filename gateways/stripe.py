@@ -181,6 +181,19 @@ class StripeGateway:
         )
         return to_result(found.data[0]) if found.data else None
 
+    async def charges_since(self, since_ms: int) -> list[tuple[str, GatewayResult]]:
+        page = await _call(
+            self._client.v1.payment_intents.list_async(
+                params={"created": {"gte": since_ms // 1000}, "limit": 100}
+            )
+        )
+        found = []
+        async for pi in page.auto_paging_iter():
+            payment_id = (pi.to_dict().get("metadata") or {}).get("payment_id")
+            if payment_id:
+                found.append((str(payment_id), to_result(pi)))
+        return found
+
     async def close(self) -> None:
         if self._http is not None:
             await self._http.close_async()  # type: ignore[no-untyped-call]

@@ -170,7 +170,13 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     from payments.audit import run
 
-    return run(settings, only=set(args.payment) or None, as_json=args.json)
+    return run(
+        settings,
+        only=set(args.payment) or None,
+        as_json=args.json,
+        against=args.against,
+        since_hours=args.since_hours,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -242,6 +248,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("--payment", action="append", default=[], help="audit only these ids")
     audit.add_argument("--json", action="store_true")
+    audit.add_argument(
+        "--against",
+        choices=("sandbox", "gateways"),
+        default="sandbox",
+        help="the sandbox ledger (default), or the gateways' own APIs through their SDKs",
+    )
+    audit.add_argument(
+        "--since-hours",
+        type=float,
+        default=24.0,
+        help="with --against gateways: payments created this recently",
+    )
     audit.set_defaults(func=cmd_audit)
 
     bench = sub.add_parser(

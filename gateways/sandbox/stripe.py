@@ -451,6 +451,7 @@ class StripeSandbox:
         api = self._endpoint
         return [
             Route("/v1/payment_intents", api(self._create_intent), methods=["POST"]),
+            Route("/v1/payment_intents", api(self._list_intents), methods=["GET"]),
             # Before `{intent}`: "search" is not an intent id.
             Route("/v1/payment_intents/search", api(self._search_intents), methods=["GET"]),
             Route("/v1/payment_intents/{intent}", api(self._retrieve_intent), methods=["GET"]),
@@ -617,6 +618,47 @@ class StripeSandbox:
     def _retrieve_intent(self, request: Request, params: Params) -> JSON:
         _reject_unknown(params, frozenset({"expand", "client_secret"}))
         return self._intent(request).to_json()
+
+    def _list_intents(self, request: Request, params: Params) -> JSON:
+        """List PaymentIntents, newest first: `created[gte|gt|lte|lt]` (unix seconds), `limit`
+        (1..100, default 10) and `starting_after` (the last id of the previous page)."""
+        _reject_unknown(params, frozenset({"created", "limit", "starting_after", "expand"}))
+        created = params.get("created") or {}
+        if not isinstance(created, dict):
+            created = {"eq": created}
+        bounds = {op: _int(created, op) for op in created}
+        unknown = set(bounds) - {"gte", "gt", "lte", "lt", "eq"}
+        if unknown:
+            raise _bad_param(f"Invalid created filter: {sorted(unknown)}", "created")
+        limit = min(_positive_int(params, "limit") or 10, 100)
+        tests = {
+            "gte": lambda c, v: c >= v,
+            "gt": lambda c, v: c > v,
+            "lte": lambda c, v: c <= v,
+            "lt": lambda c, v: c < v,
+            "eq": lambda c, v: c == v,
+        }
+        intents = sorted(
+            (
+                pi
+                for pi in self.payment_intents.values()
+                if all(tests[op](pi.created, v) for op, v in bounds.items() if v is not None)
+            ),
+            key=lambda pi: (pi.created, pi.id),
+            reverse=True,
+        )
+        after = _str(params, "starting_after")
+        if after is not None:
+            ids = [pi.id for pi in intents]
+            if after not in ids:
+                raise _bad_param(f"No such payment_intent: '{after}'", "starting_after")
+            intents = intents[ids.index(after) + 1 :]
+        return {
+            "object": "list",
+            "url": "/v1/payment_intents",
+            "data": [pi.to_json() for pi in intents[:limit]],
+            "has_more": len(intents) > limit,
+        }
 
     def _search_intents(self, request: Request, params: Params) -> JSON:
         """Stripe's Search Query Language, the part we use: `metadata['k']:'v'` clauses joined

@@ -21,7 +21,7 @@ from tests.integration.helpers import payment_body, post_payment, wait_settled, 
 pytestmark = pytest.mark.stack
 
 
-def _audit(stack: DevStack, *ids: str) -> tuple[int, list[dict]]:
+def _audit(stack: DevStack, *ids: str, against: str = "sandbox") -> tuple[int, list[dict]]:
     env = {
         **os.environ,
         "PAYMENTS_KAFKA_BOOTSTRAP": stack.endpoints["kafka_bootstrap"],
@@ -30,10 +30,10 @@ def _audit(stack: DevStack, *ids: str) -> tuple[int, list[dict]]:
     }
     args = [a for pid in ids for a in ("--payment", pid)]
     done = subprocess.run(
-        [sys.executable, "-m", "payments.cli", "audit", "--json", *args],
+        [sys.executable, "-m", "payments.cli", "audit", "--json", "--against", against, *args],
         capture_output=True, text=True, timeout=120, env=env,
     )  # fmt: skip
-    assert done.returncode in (0, 1), done.stderr[-1500:]
+    assert done.returncode in (0, 1) and done.stdout.strip(), done.stderr[-1500:]
     return done.returncode, json.loads(done.stdout)
 
 
@@ -71,3 +71,37 @@ def test_audit_agrees_with_the_ledger_then_reports_a_planted_mismatch(stack: Dev
         ("amount_mismatch", paid),
     }
     assert all(f["payment_id"] == paid for f in findings)
+
+
+def test_audit_against_the_gateways_own_apis(stack: DevStack) -> None:
+    """`--against gateways`: Stripe's and Square's list APIs and PayPal by reference, through
+    the official SDKs; a charge the pipeline does not show as captured is reported."""
+    client = httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=15)
+    ids = [
+        post_payment(client, payment_body(token, gateway=gateway)).json()["payment_id"]
+        for gateway, token in (
+            ("stripe", "pm_card_visa"),
+            ("square", "cnon:card-nonce-ok"),
+            ("paypal", "paypal_vault_ok"),
+        )
+    ]
+    for pid in ids:
+        wait_settled(client, pid)
+    code, findings = _audit(stack, *ids, against="gateways")
+    assert (code, findings) == (0, [])
+
+    store = redis.Redis.from_url(stack.endpoints["redis_url"])
+    originals = {pid: store.hget(payment_key(pid), "doc") for pid in ids}
+    try:
+        for pid, raw in originals.items():
+            assert raw is not None
+            planted = {**json.loads(raw), "status": "unknown", "captured_amount": 0}
+            store.hset(payment_key(pid), "doc", json.dumps(planted))
+        code, findings = _audit(stack, *ids, against="gateways")
+    finally:
+        for pid, raw in originals.items():
+            store.hset(payment_key(pid), "doc", raw)
+    assert code == 1
+    assert {(f["kind"], f["payment_id"]) for f in findings} >= {
+        ("charged_not_succeeded", pid) for pid in ids
+    }

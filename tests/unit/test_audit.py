@@ -75,3 +75,16 @@ def test_only_limits_the_audit_to_some_payments() -> None:
     )
     assert {pid for _, pid in kinds(found)} == {"b"}
     assert ("charged_not_succeeded", "b") in kinds(found)
+
+
+def test_a_view_without_refunds_compares_captures_only() -> None:
+    """The gateways' list APIs give captures, not refunds (`--against gateways`)."""
+    documents = {"p1": doc("partially_refunded", 1000, 300), "p2": doc("succeeded", 1000)}
+    ledger = {
+        "p1": {"captured": 1000, "refunded": None, "captures": 1, "refunds": None},
+        "p2": {"captured": 700, "refunded": None, "captures": 2, "refunds": None},
+    }
+    assert kinds(compare(documents, ledger, [])) == [
+        ("amount_mismatch", "p2"),
+        ("double_capture", "p2"),
+    ]
