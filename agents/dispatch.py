@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -73,3 +75,42 @@ class KeyedDispatcher:
         self.running -= 1
         if self._on_change is not None:
             self._on_change(self.running, self.peak)
+
+
+class InOrderAcks:
+    """Acks each partition's events in offset order, whatever order their work finishes in.
+
+    faust-streaming 0.15.3 does not keep a commit below an un-acked offset at the head of a
+    partition: `Consumer._new_offset` skips its head-gap check when nothing was committed
+    yet in the current assignment (`_committed_offset` is None), and its check is off by
+    one (`min(acked) - committed > 1`), so with offset C in flight and C+1 acked it commits
+    C+2. Acking a later command before an earlier one therefore lets a commit pass a gateway
+    call still in flight, and a SIGKILL then loses that command. Acked in offset order, the
+    acked offsets are always a contiguous run from the resume offset, so no commit can pass
+    unfinished work.
+    """
+
+    def __init__(self, ack: Callable[[Any], Awaitable[Any]]) -> None:
+        self._ack = ack
+        self._queues: dict[Hashable, deque[list[Any]]] = {}
+
+    def admit(self, event: Any) -> list[Any]:
+        """Register `event` (in the order the stream delivers it); pass the token to `done`."""
+        token = [event, False]
+        self._queues.setdefault(event.message.tp, deque()).append(token)
+        return token
+
+    async def done(self, token: list[Any]) -> None:
+        """Mark the event finished; ack it and every finished event behind it, in order."""
+        token[1] = True
+        tp = token[0].message.tp
+        queue = self._queues.get(tp)
+        while queue and queue[0][1]:
+            event = queue.popleft()[0]
+            await self._ack(event)
+        if queue is not None and not queue:
+            del self._queues[tp]
+
+    @property
+    def pending(self) -> int:
+        return sum(len(q) for q in self._queues.values())

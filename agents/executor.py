@@ -30,7 +30,7 @@ from tenacity import (
 
 from agents.breaker import CircuitBreaker
 from agents.dead_letter import send_to_dead_letter
-from agents.dispatch import KeyedDispatcher
+from agents.dispatch import InOrderAcks, KeyedDispatcher
 from agents.metrics import CALLS_IN_FLIGHT, CALLS_IN_FLIGHT_PEAK, CALLS_SKIPPED, STALE_COMMANDS
 from domain.errors import (
     CircuitOpen,
@@ -372,23 +372,28 @@ def register(
     async def gateway_executor(stream: Any) -> Any:
         """One reader, many calls: commands are admitted in partition order, run concurrently
         across payments and in order within one, and each is acked only when its result was
-        sent. faust commits an offset only below the first un-acked one, so no commit passes
-        a call that has not finished."""
+        sent and every earlier command of its partition was acked: calls finish out of order,
+        acks never do, so no commit passes a call that has not finished (faust itself does
+        not guarantee that for out-of-order acks: see `InOrderAcks`)."""
         dispatcher = KeyedDispatcher(max_in_flight, on_change=_in_flight)
         manual = stream.noack()
+        acks = InOrderAcks(manual.ack)
         async for event in manual.events():
+            token = acks.admit(event)
             try:
                 cmd = command_from_record(
                     decode("gateway_command", event.value, dict(event.headers or {}))
                 )
             except SerializationError as exc:
                 await send_to_dead_letter(topics.dead_letter, event, exc)
-                await manual.ack(event)
+                await acks.done(token)
                 continue
 
-            async def work(cmd: GatewayCommand = cmd, event: Any = event) -> None:
+            async def work(
+                cmd: GatewayCommand = cmd, event: Any = event, token: Any = token
+            ) -> None:
                 await run(cmd, event.message.partition)
-                await manual.ack(event)
+                await acks.done(token)
 
             await dispatcher.submit(cmd.payment_id, work)
 

@@ -8,12 +8,12 @@ from typing import Any
 import faust
 
 from payments.settings import Settings
-from streams import names
+from streams import faust_compat, names
 
 
 def create_app(settings: Settings) -> faust.App:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store=settings.store,
@@ -34,6 +34,8 @@ def create_app(settings: Settings) -> faust.App:
         topic_disable_leader=True,
         table_cleanup_interval=30.0,
     )
+    faust_compat.keep_queues_on_resume(app)  # else a takeover can drop fetched records
+    return app
 
 
 @dataclass(frozen=True)

@@ -103,3 +103,29 @@ async def test_random_interleavings_keep_every_key_in_order() -> None:
 def test_the_limit_must_be_positive() -> None:
     with pytest.raises(ValueError):
         KeyedDispatcher(limit=0)
+
+
+async def test_in_order_acks_hold_a_later_ack_until_the_earlier_event_is_done() -> None:
+    from types import SimpleNamespace
+
+    from agents.dispatch import InOrderAcks
+
+    acked: list[tuple[str, int]] = []
+
+    async def ack(event: SimpleNamespace) -> None:
+        acked.append((event.message.tp, event.message.offset))
+
+    def event(tp: str, offset: int) -> SimpleNamespace:
+        return SimpleNamespace(message=SimpleNamespace(tp=tp, offset=offset))
+
+    acks = InOrderAcks(ack)
+    t10, t11, t12 = (acks.admit(event("p0", o)) for o in (10, 11, 12))
+    other = acks.admit(event("p1", 5))
+    await acks.done(t11)
+    await acks.done(t12)
+    assert acked == []  # offset 10 is still in flight: nothing of p0 may be acked past it
+    await acks.done(other)
+    assert acked == [("p1", 5)]  # partitions are independent
+    await acks.done(t10)
+    assert acked == [("p1", 5), ("p0", 10), ("p0", 11), ("p0", 12)]
+    assert acks.pending == 0

@@ -1,0 +1,62 @@
+"""The flow-control workaround: resuming the flow must not throw queued events away."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+from mode.utils.queues import FlowControlEvent, FlowControlQueue
+
+from streams import faust_compat
+
+
+def _queue(flow: FlowControlEvent) -> FlowControlQueue:
+    # As faust builds every channel's queue: managed by the app's flow control, cleared on resume.
+    return FlowControlQueue(maxsize=10, flow_control=flow, clear_on_resume=True)
+
+
+def test_resume_as_released_discards_queued_events() -> None:
+    async def scenario() -> int:
+        flow = FlowControlEvent(initially_suspended=False)
+        queue = _queue(flow)
+        queue.put_nowait("payment_initiation[7]@15")
+        flow.resume()  # faust's recovery does this after the records were fetched
+        return queue.qsize()
+
+    assert asyncio.run(scenario()) == 0  # the bug the workaround exists for
+
+
+def test_resume_keeps_queued_events_and_resumes_the_flow() -> None:
+    async def scenario() -> tuple[int, bool]:
+        flow = FlowControlEvent(initially_suspended=True)
+        faust_compat.keep_queues_on_resume(SimpleNamespace(flow_control=flow))
+        queue = _queue(flow)
+        queue.put_nowait("payment_initiation[7]@15")
+        flow.resume()
+        return queue.qsize(), flow.is_active()
+
+    assert asyncio.run(scenario()) == (1, True)
+
+
+def test_revocation_still_clears_the_queues() -> None:
+    async def scenario() -> int:
+        flow = FlowControlEvent(initially_suspended=False)
+        faust_compat.keep_queues_on_resume(SimpleNamespace(flow_control=flow))
+        queue = _queue(flow)
+        queue.put_nowait("payment_initiation[7]@15")
+        flow.suspend()
+        flow.clear()  # what App._on_partitions_revoked does
+        return queue.qsize()
+
+    assert asyncio.run(scenario()) == 0
+
+
+def test_the_app_gets_the_workaround(tmp_path) -> None:
+    from payments.settings import Settings
+    from streams.app import create_app
+
+    app = create_app(Settings(data_dir=tmp_path, store="memory://"))
+    queue = _queue(app.flow_control)
+    queue.put_nowait("event")
+    app.flow_control.resume()
+    assert queue.qsize() == 1
