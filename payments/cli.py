@@ -113,6 +113,12 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     return run_from_cli(args, settings)
 
 
+def cmd_chaos(args: argparse.Namespace, settings: Settings) -> int:
+    from payments.chaos import run_from_cli
+
+    return run_from_cli(args, settings)
+
+
 def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
@@ -288,6 +294,44 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--state-dir", default=".payments/bench")
     bench.add_argument("--json-out", default=None, help="append the result line to this file")
     bench.set_defaults(func=cmd_bench)
+
+    chaos = sub.add_parser(
+        "chaos",
+        help="steady load while faults are injected, then the invariants checked; exit 1 on "
+        "any violation",
+        description="Starts the embedded stack unless --target names a running one's "
+        "endpoints.json (then processes are not restarted). Each scenario gets one fault "
+        "window at least; with more time they repeat in turn. Appends the result as a JSON "
+        "line to --json-out.",
+    )
+    chaos.add_argument("--minutes", type=float, default=1.0, help="load for at least this long")
+    chaos.add_argument(
+        "--scenario",
+        action="append",
+        default=[],
+        help="inject only this one (repeatable); default: all of worker_kill, ingress_restart, "
+        "redis_restart, gateway_errors, gateway_outage, webhook_chaos, garbage",
+    )
+    chaos.add_argument("--rate", type=float, default=5.0, help="payments/s offered")
+    chaos.add_argument(
+        "--refund-share", type=float, default=0.25, help="of the payments, refunded once captured"
+    )
+    chaos.add_argument("--fault-s", type=float, default=10.0, help="each fault's window")
+    chaos.add_argument("--calm-s", type=float, default=4.0, help="pause between windows")
+    chaos.add_argument("--drain-s", type=float, default=180.0, help="longest wait to settle")
+    chaos.add_argument("--workers", type=int, default=1, help="workers in the group")
+    chaos.add_argument(
+        "--redis-wipe",
+        action="store_true",
+        help="redis_restart loses Redis's data (as a Redis without persistence would)",
+    )
+    chaos.add_argument("--seed", type=int, default=None)
+    chaos.add_argument("--target", default=None, help="endpoints.json of a running stack")
+    chaos.add_argument("--state-dir", default=".payments/chaos")
+    chaos.add_argument(
+        "--json-out", default=None, help="append the result here (.payments/chaos-results.jsonl)"
+    )
+    chaos.set_defaults(func=cmd_chaos)
     return p
 
 
