@@ -23,13 +23,20 @@ from agents.breaker import CircuitBreaker
 from agents.metrics import JANITOR_CHECKS
 from agents.pages import worker_ready
 from domain.errors import CircuitOpen, GatewayDeclined, GatewayError, GatewayUnavailable
-from domain.janitor import Schedule, due_at, not_charged_is_proof, source_for
-from domain.payment import Operation, Payment, StatusChecked, Verdict
+from domain.janitor import (
+    CHECKED,
+    Schedule,
+    due_at,
+    not_charged_is_proof,
+    source_for,
+    stuck_refunds,
+)
+from domain.payment import Operation, Payment, Source, StatusChecked, Verdict
 from domain.status import PaymentStatus
 from gateways.base import AuthorizeRequest, Gateway, LookupRequest
 from gateways.registry import lookup as gateway_named
 from schemas import codec
-from schemas.records import check_to_record
+from schemas.records import check_to_record, command_to_record
 from streams import names
 from streams.app import Topics
 from tables.payments import Tables
@@ -38,6 +45,7 @@ from tables.rows import payment_from_row
 log = logging.getLogger(__name__)
 
 _CHECK = codec("payment_check")
+_COMMAND = codec("gateway_command")
 # A check whose answer has not come back after this long is made again.
 _RECHECK_AFTER_S = 60.0
 
@@ -147,9 +155,30 @@ def register(
     running: set[asyncio.Task[None]] = set()
     slots = asyncio.Semaphore(concurrency)
 
+    async def resend_refunds(payment: Payment) -> StatusChecked:
+        """Send unanswered refund commands again: the executor answers from the idempotency
+        table if the call has an answer by now, or calls with the same key."""
+        for command in stuck_refunds(payment):
+            await topics.gateway_commands.send(
+                key=payment.payment_id.encode(),
+                value=_COMMAND.encode(command_to_record(command)),
+                headers=_COMMAND.headers,
+            )
+        return StatusChecked(
+            payment_id=payment.payment_id,
+            check=payment.checks,
+            source=Source.JANITOR,
+            verdict=Verdict.NO_ANSWER,
+            occurred_at_ms=int(time.time() * 1000),
+            error_code="refund_resent",
+        )
+
     async def ask(payment: Payment) -> None:
         async with slots:
-            answer = await check_payment(gateways, breakers, payment, schedule)
+            if payment.status in CHECKED:
+                answer = await check_payment(gateways, breakers, payment, schedule)
+            else:
+                answer = await resend_refunds(payment)
             if answer is None:  # the circuit is open: ask again on a later tick
                 asked.pop(payment.payment_id, None)
                 return

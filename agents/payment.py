@@ -19,7 +19,7 @@ import faust
 from agents.dead_letter import send_to_dead_letter
 from agents.metrics import INPUTS_IGNORED, JANITOR_EXHAUSTED, WEBHOOKS_UNHANDLED
 from domain.errors import PaymentError, SerializationError
-from domain.janitor import CHECKED, Schedule, due_at
+from domain.janitor import CHECKED, Schedule, due_at, stuck_refunds
 from domain.payment import (
     CancelRequested,
     CaptureRequested,
@@ -167,7 +167,7 @@ def remember(
 def reschedule(tables: Tables, payment: Payment, schedule: Schedule, *, partition: int) -> None:
     """Put the payment's next janitor check in the due index, or take it out."""
     due = due_at(payment, schedule)
-    if due is None and payment.status in CHECKED:
+    if due is None and (payment.status in CHECKED or stuck_refunds(payment)):
         JANITOR_EXHAUSTED.labels(payment.gateway, payment.status.value).inc()
         log.warning(
             "%s is still %s after the janitor's last check: left for an operator",

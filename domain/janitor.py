@@ -7,6 +7,9 @@ schedule in the spirit of Kill Bill's: by default 1 minute after an `unknown`, t
 1 hour and 1 day after each check; a `pending` or `processing` payment is first asked once it
 is `stale_after_ms` old. After the last step the payment is left for an operator (it stays
 in its status; `payments audit` and the `payments_janitor_exhausted_total` metric show it).
+A refund whose call went unanswered (still `initiated`, no gateway reference) is retried on
+the same steps: its command is sent again with the same idempotency key, so the gateway
+answers with the first refund if it made one.
 
 Each check's answer is a `StatusChecked` input to the payment agent; `decide` applies it.
 """
@@ -15,10 +18,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from domain.payment import CHECKED, Payment, Source
+from domain.payment import CHECKED, Payment, Source, stuck_refunds
 from domain.status import PaymentStatus
 
-__all__ = ["CHECKED", "Schedule", "due_at", "not_charged_is_proof", "source_for"]
+__all__ = [
+    "CHECKED",
+    "Schedule",
+    "due_at",
+    "not_charged_is_proof",
+    "source_for",
+    "stuck_refunds",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +48,19 @@ class Schedule:
 
 def due_at(payment: Payment, schedule: Schedule) -> int | None:
     """When the payment's next check is due (ms since the epoch), or None: not checked, or
-    the schedule is spent."""
-    if payment.status not in CHECKED or payment.checks >= len(schedule.steps_ms):
+    the schedule is spent. A payment with a refund the gateway never answered is checked on
+    the same steps: its refund command is sent again, with the same idempotency key."""
+    if payment.checks >= len(schedule.steps_ms):
         return None
+    if payment.status not in CHECKED:
+        stuck = {c.refund_id for c in stuck_refunds(payment)}
+        if not stuck:
+            return None
+        since = max(
+            [payment.checked_at_ms]
+            + [line.updated_at_ms for line in payment.refunds if line.refund_id in stuck]
+        )
+        return since + schedule.steps_ms[payment.checks]
     since = max(payment.updated_at_ms, payment.checked_at_ms)
     if payment.checks == 0 and payment.status is not PaymentStatus.UNKNOWN:
         return since + schedule.stale_after_ms

@@ -478,7 +478,7 @@ def _on_check(state: Payment | None, chk: StatusChecked) -> Decision:
     the payment like any gateway news, and a confirmed absence fails an `unknown` payment."""
     if state is None:
         return Decision(None, ignored="unknown_payment")
-    if chk.check != state.checks or state.status not in CHECKED:
+    if chk.check != state.checks or not (state.status in CHECKED or stuck_refunds(state)):
         return Decision(state, ignored="stale_check")
     checked = dataclasses.replace(
         state, checks=state.checks + 1, checked_at_ms=max(state.checked_at_ms, chk.occurred_at_ms)
@@ -517,6 +517,21 @@ def _on_check(state: Payment | None, chk: StatusChecked) -> Decision:
 
 # Statuses the janitor checks on: no answer yet, or an answer that more news must follow.
 CHECKED = frozenset({PaymentStatus.PENDING, PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN})
+
+
+def stuck_refunds(state: Payment) -> tuple[GatewayCommand, ...]:
+    """Refund commands the gateway never answered (no refund reference yet): the janitor
+    sends them again, with the same idempotency key, on its schedule."""
+    waiting = {
+        line.refund_id
+        for line in state.refunds
+        if line.state is RefundState.INITIATED and line.gateway_reference is None
+    }
+    return tuple(
+        c
+        for c in state.pending_commands
+        if c.operation is Operation.REFUND and c.refund_id in waiting
+    )
 
 
 def _capture_approved(decision: Decision, notice: GatewayNotice) -> Decision:

@@ -61,13 +61,18 @@ def _lose_answers(sandbox: httpx.Client, gateway: str, mode: str) -> None:
     sandbox.post(f"/_sandbox/faults/{gateway}", json=fault).raise_for_status()
 
 
-def _status_records(stack: DevStack, payment_id: str) -> list[dict[str, Any]]:
+def _trail(stack: DevStack, payment_id: str) -> list[tuple[str | None, str, str]]:
+    """The payment's `payment_status` records: (previous status, status, source), in seq order."""
     records = asyncio.run(scan_topic(stack.endpoints["kafka_bootstrap"], names.PAYMENT_STATUS))
-    out = []
-    for rec in records:
-        if rec.key == payment_id.encode():
-            out.append(decode("payment_status", rec.value, dict(rec.headers or ())))
-    return sorted(out, key=lambda r: r["seq"])
+    mine = [
+        decode("payment_status", rec.value, dict(rec.headers or ()))
+        for rec in records
+        if rec.key == payment_id.encode()
+    ]
+    return [
+        (r["previous_status"], r["status"], r["source"])
+        for r in sorted(mine, key=lambda r: r["seq"])
+    ]
 
 
 def _unknown_payment(stack: DevStack, sandbox: httpx.Client, gateway: str, mode: str) -> str:
@@ -104,7 +109,7 @@ def test_a_charge_whose_answer_was_lost_is_found_by_the_janitor(
     doc = wait_status(client, pid, {"succeeded", "failed"}, timeout_s=60)
     assert doc["status"] == "succeeded" and doc["captured_amount"] == doc["amount"]
     assert doc["gateway_reference"]
-    trail = [(r["previous_status"], r["status"], r["source"]) for r in _status_records(stack, pid)]
+    trail = _trail(stack, pid)
     assert trail[-1] == ("unknown", "succeeded", "janitor"), trail
     assert ("pending", "unknown", "gateway") in trail
     ledger = sandbox.get("/_sandbox/ledger/summary").json()
@@ -119,7 +124,7 @@ def test_a_call_that_never_reached_the_gateway_fails_as_not_charged(
     client = httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=15)
     doc = wait_status(client, pid, {"succeeded", "failed"}, timeout_s=60)
     assert (doc["status"], doc["error_code"]) == ("failed", "gateway_not_charged")
-    trail = [(r["previous_status"], r["status"], r["source"]) for r in _status_records(stack, pid)]
+    trail = _trail(stack, pid)
     assert trail[-1] == ("unknown", "failed", "janitor"), trail
     assert pid not in sandbox.get("/_sandbox/ledger/summary").json()
 
@@ -152,7 +157,7 @@ def test_a_processing_payment_whose_webhook_never_comes_is_polled(
     settle = f"/_sandbox/stripe/payment_intents/{doc['gateway_reference']}/settle"
     sandbox.post(settle, json={"outcome": "succeeded"}).raise_for_status()
     assert wait_status(client, pid, {"succeeded"}, timeout_s=30)["status"] == "succeeded"
-    trail = [(r["previous_status"], r["status"], r["source"]) for r in _status_records(stack, pid)]
+    trail = _trail(stack, pid)
     assert trail[-1] == ("processing", "succeeded", "poll"), trail
 
 

@@ -141,3 +141,33 @@ def test_a_redelivered_authorize_is_refused_once_the_payment_no_longer_waits() -
     failed = decide(state, check(state, Verdict.NOT_CHARGED)).state
     assert failed is not None
     assert stale_command(payment_to_row(failed), cmd) == "the payment is already failed"
+
+
+def test_a_refund_the_gateway_never_answered_is_sent_again_on_the_schedule() -> None:
+    from domain.janitor import stuck_refunds
+    from domain.refunds import RefundOutcome, RefundState
+    from tests.unit.test_payment_refunds import captured, refund, refund_done
+
+    state = decide(captured(), refund("r1", 400)).state
+    assert state is not None
+    unanswered = RefundOutcome(
+        "pay_1", "r1", "r1:refund", RefundState.INITIATED, 30, error_code="gateway_timeout"
+    )
+    state = decide(state, unanswered).state
+    assert state is not None and [c.refund_id for c in stuck_refunds(state)] == ["r1"]
+    due = due_at(state, SCHEDULE)
+    assert due == 10 + SCHEDULE.steps_ms[0]  # counted from the refund request
+    resent = StatusChecked(
+        payment_id="pay_1",
+        check=state.checks,
+        source=Source.JANITOR,
+        verdict=Verdict.NO_ANSWER,
+        occurred_at_ms=due,
+        error_code="refund_resent",
+    )
+    d = decide(state, resent)
+    assert d.state is not None and d.state.checks == 1 and d.changes == ()
+    assert due_at(d.state, SCHEDULE) == due + SCHEDULE.steps_ms[1]
+    settled = decide(d.state, refund_done("r1")).state
+    assert settled is not None and stuck_refunds(settled) == ()
+    assert due_at(settled, SCHEDULE) is None
