@@ -281,11 +281,23 @@ _REPLAYS = frozenset({"duplicate_request", "duplicate_outcome", "duplicate_event
 
 
 def _replay(decision: Decision) -> Decision:
+    """The outbox again: pending commands (for a repeated request), the last status change and
+    each refund's last change. A crash can lose any of them after the state was saved, a
+    refused refund's `failed` record included; consumers dedupe by seq."""
     state = decision.state
     assert state is not None
     commands = state.pending_commands if decision.ignored == "duplicate_request" else ()
     changes = (state.last_change,) if state.last_change is not None else ()
-    return dataclasses.replace(decision, commands=commands, changes=changes)
+    refunds = tuple(
+        _refund_change(
+            line,
+            state.payment_id,
+            None if line.seq == 1 else RefundState.INITIATED,
+            line.updated_at_ms,
+        )
+        for line in state.refunds
+    )
+    return dataclasses.replace(decision, commands=commands, changes=changes, refund_changes=refunds)
 
 
 def _decide(state: Payment | None, event: Input) -> Decision:

@@ -167,3 +167,16 @@ def test_table_rows_round_trip_every_field() -> None:
     state = decide(captured(), refund("r1", 300)).state
     assert state is not None and state.pending_commands and state.last_change
     assert payment_from_row(payment_to_row(state)) == state
+
+
+def test_a_repeated_refund_request_re_emits_every_refund_status() -> None:
+    """A crash can lose a refund's record after its state was saved, a refused refund's
+    `failed` included: the redelivered request sends each refund's last change again."""
+    state = decide(captured(), refund("r1", 600)).state
+    refused = decide(state, refund("r2", 600))  # more than what is left: refused at once
+    assert refused.state is not None
+    assert [c.state for c in refused.refund_changes] == [RefundState.FAILED]
+    again = decide(refused.state, refund("r2", 600))
+    assert again.ignored == "duplicate_request" and again.state == refused.state
+    replayed = {(c.refund_id, c.seq, c.state) for c in again.refund_changes}
+    assert replayed == {("r1", 1, RefundState.INITIATED), ("r2", 1, RefundState.FAILED)}
