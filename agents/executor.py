@@ -82,19 +82,22 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, GatewayError) and exc.retryable
 
 
+def authorize_request(cmd: GatewayCommand) -> AuthorizeRequest:
+    """The adapter's request for an authorize command (the janitor replays it too)."""
+    return AuthorizeRequest(
+        payment_id=cmd.payment_id,
+        amount=cmd.amount,
+        capture=cmd.capture,
+        method_token=cmd.method_token,
+        idempotency_key=cmd.idempotency_key,
+        order_id=cmd.order_id,
+        user_id=cmd.user_id,
+    )
+
+
 async def call_gateway(gateway: Gateway, cmd: GatewayCommand) -> GatewayResult:
     if cmd.operation is Operation.AUTHORIZE:
-        return await gateway.authorize(
-            AuthorizeRequest(
-                payment_id=cmd.payment_id,
-                amount=cmd.amount,
-                capture=cmd.capture,
-                method_token=cmd.method_token,
-                idempotency_key=cmd.idempotency_key,
-                order_id=cmd.order_id,
-                user_id=cmd.user_id,
-            )
-        )
+        return await gateway.authorize(authorize_request(cmd))
     reference = _reference(cmd)
     if cmd.operation is Operation.CAPTURE:
         return await gateway.capture(

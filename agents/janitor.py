@@ -20,6 +20,7 @@ from typing import Any
 import faust
 
 from agents.breaker import CircuitBreaker
+from agents.executor import authorize_request
 from agents.metrics import JANITOR_CHECKS
 from agents.pages import worker_ready
 from domain.errors import CircuitOpen, GatewayDeclined, GatewayError, GatewayUnavailable
@@ -33,7 +34,7 @@ from domain.janitor import (
 )
 from domain.payment import Operation, Payment, Source, StatusChecked, Verdict
 from domain.status import PaymentStatus
-from gateways.base import AuthorizeRequest, Gateway, LookupRequest
+from gateways.base import Gateway, LookupRequest
 from gateways.registry import lookup as gateway_named
 from schemas import codec
 from schemas.records import check_to_record, command_to_record
@@ -58,17 +59,7 @@ def lookup_request(payment: Payment) -> LookupRequest:
         payment_id=payment.payment_id,
         created_at_ms=payment.created_at_ms,
         gateway_reference=payment.gateway_reference,
-        authorize=None
-        if authorize is None
-        else AuthorizeRequest(
-            payment_id=payment.payment_id,
-            amount=authorize.amount,
-            capture=authorize.capture,
-            method_token=authorize.method_token,
-            idempotency_key=authorize.idempotency_key,
-            order_id=authorize.order_id,
-            user_id=authorize.user_id,
-        ),
+        authorize=None if authorize is None else authorize_request(authorize),
     )
 
 

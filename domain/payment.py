@@ -430,18 +430,11 @@ def _fail_over(state: Payment, out: GatewayOutcome) -> Decision:
     gateway = remaining.pop(0)
     attempt = int(out.command_id.rsplit(":", 1)[1]) + 1  # `<payment>:authorize:<attempt>`
     cid = command_id(state.payment_id, Operation.AUTHORIZE, attempt)
-    command = GatewayCommand(
-        command_id=cid,
-        payment_id=state.payment_id,
-        operation=Operation.AUTHORIZE,
+    command = dataclasses.replace(
+        _command(state, Operation.AUTHORIZE, cid, state.amount, at_ms=out.occurred_at_ms),
         gateway=gateway,
-        amount=state.amount,
-        capture=state.capture,
         method_token=state.method_tokens[gateway],
-        idempotency_key=cid,
-        order_id=state.order_id,
-        user_id=state.user_id,
-        issued_at_ms=out.occurred_at_ms,
+        gateway_reference=None,  # a new gateway: nothing of the old one's applies
     )
     new = dataclasses.replace(
         state,
