@@ -68,6 +68,7 @@ from schemas.records import (
     refund_outcome_to_record,
 )
 from streams.app import Topics
+from streams.gaps import watch_inputs
 from tables.payments import Tables
 
 log = logging.getLogger(__name__)
@@ -371,6 +372,8 @@ def register(
             key=cmd.payment_id.encode(), value=_ATTEMPT.encode(attempt), headers=_ATTEMPT.headers
         )
 
+    gaps = watch_inputs(app)
+
     @app.agent(topics.gateway_commands, name="gateway-executor")
     async def gateway_executor(stream: Any) -> Any:
         """One reader, many calls: commands are admitted in partition order, run concurrently
@@ -382,6 +385,7 @@ def register(
         manual = stream.noack()
         acks = InOrderAcks(manual.ack)
         async for event in manual.events():
+            gaps.observe(event.message.topic, event.message.partition, event.message.offset)
             token = acks.admit(event)
             try:
                 cmd = command_from_record(

@@ -48,6 +48,7 @@ from schemas.records import (
 )
 from streams import names
 from streams.app import Topics
+from streams.gaps import watch_inputs
 from tables.payments import Tables
 from tables.rows import payment_from_row, payment_to_row, refund_to_row
 
@@ -181,6 +182,7 @@ def register(
     app: faust.App, topics: Topics, tables: Tables, *, sweep_every_ms: int, schedule: Schedule
 ) -> Any:
     payments = tables.payments
+    gaps = watch_inputs(app)
 
     async def emit(decision: Decision, payment_id: str) -> None:
         state = decision.state
@@ -209,6 +211,7 @@ def register(
     async def payment_agent(stream: Any) -> Any:
         async for event in stream.events():
             msg = event.message
+            gaps.observe(msg.topic, msg.partition, msg.offset)
             now_ms = int(time.time() * 1000)
             for dedup in (tables.idempotency, tables.seen_events):
                 dedup.sweep(msg.partition, now_ms, every_ms=sweep_every_ms)

@@ -35,6 +35,7 @@ def create_app(settings: Settings) -> faust.App:
         table_cleanup_interval=30.0,
     )
     faust_compat.keep_queues_on_resume(app)  # else a takeover can drop fetched records
+    faust_compat.hold_skipped_offsets(app)  # else a commit can pass a record never applied
     return app
 
 

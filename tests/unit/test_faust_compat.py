@@ -60,3 +60,51 @@ def test_the_app_gets_the_workaround(tmp_path) -> None:
     queue.put_nowait("event")
     app.flow_control.resume()
     assert queue.qsize() == 1
+
+
+def _skipped_then_committed(consumer, *, processed: bool) -> int | None:
+    """A record at the committed offset, taken by a stream and acked as faust's stream does.
+
+    `processed=False` is the stream's skip path (flow suspended or older generation): the
+    event is acked without ever being tracked, i.e. without reaching the agent.
+    """
+    from faust.types import TP
+    from faust.types.tuples import ConsumerMessage
+
+    tp = TP("refund_request", 0)
+    consumer.app.topics.acks_enabled_for = lambda topic: True
+    consumer._committed_offset[tp] = 3
+    message = ConsumerMessage("refund_request", 0, 3, 0.0, 0, None, b"k", b"v", None, tp=tp)
+    message.incref()
+    if processed:
+        message.tracked = True  # what the stream does when it hands the event to the agent
+        consumer._unacked_messages.add(message)
+    message.ack(consumer)
+    assert message.acked and message not in consumer._unacked_messages
+    return consumer._new_offset(tp)
+
+
+def test_faust_commits_past_a_record_a_stream_skipped(tmp_path) -> None:
+    import faust
+
+    app = faust.App("bug", broker="kafka://127.0.0.1:1", store="memory://", datadir=tmp_path)
+    # The bug the workaround exists for: the skipped refund request becomes committable.
+    assert _skipped_then_committed(app.consumer, processed=False) == 4
+
+
+def test_a_skipped_record_is_left_uncommitted(tmp_path) -> None:
+    from payments.settings import Settings
+    from streams.app import create_app
+
+    app = create_app(Settings(data_dir=tmp_path, store="memory://"))
+    assert _skipped_then_committed(app.consumer, processed=False) is None
+    # fetched again after the rebalance's seek and applied this time: now it is committed
+    assert _skipped_then_committed(app.consumer, processed=True) == 4
+
+
+def test_a_processed_record_is_still_committed(tmp_path) -> None:
+    from payments.settings import Settings
+    from streams.app import create_app
+
+    app = create_app(Settings(data_dir=tmp_path, store="memory://"))
+    assert _skipped_then_committed(app.consumer, processed=True) == 4
