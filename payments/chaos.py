@@ -28,7 +28,8 @@ drain and checks (`Violation.kind` in brackets):
   [`read_model_missing`, `read_model_stale`]; every accepted refund ends processed or failed
   [`refund_lost`, `refund_not_final`]; no worker ignored an input about one of them as being
   about an unknown payment or refund, which would mean its table had lost them
-  [`state_lost`, from the workers' logs when the stack is ours];
+  [`state_lost`, from the workers' logs when the stack is ours]; no agent's input partition
+  jumped over an offset without delivering it [`input_gap`, from the same logs];
 - a retried request maps to the same payment or refund [`id_mismatch`], nothing is charged
   more than once [`double_charge`, and the audit's `double_capture`];
 - `payments audit` (`payments.audit.compare`) finds nothing about the run's payments: money
@@ -1265,15 +1266,24 @@ async def check_webhooks(sandbox_url: str, record: Record, since: float) -> None
 
 
 _DROPPED = re.compile(r"ignored (\w+) for (pay_\w+): (unknown_payment|unknown_refund)")
+# streams.gaps.GapWatch's warning
+_GAP = re.compile(r"(\w+\[\d+\]): offsets (\d+)\.\.(\d+) were never delivered to the agent")
 
 
 def check_worker_logs(log_dir: Path, record: Record) -> None:
     """An input about a payment the run accepted, ignored as being about an unknown payment or
-    refund, means the worker's state had lost it (the payment agent logs each such input)."""
+    refund, means the worker's state had lost it (the payment agent logs each such input).
+    An input partition that jumped over offsets may have lost records (`streams.gaps`)."""
     dropped: dict[str, Counter[str]] = {}
     for path in sorted(log_dir.glob("worker*.log")):
         with path.open(errors="replace") as f:
             for line in f:
+                if gap := _GAP.search(line):
+                    record.violate(
+                        "input_gap",
+                        gap.group(1),
+                        f"offsets {gap.group(2)}..{gap.group(3)} jumped over ({path.name})",
+                    )
                 found = _DROPPED.search(line)
                 if found and found.group(2) in record.accepted:
                     what = f"{found.group(1)} ({found.group(3)})"
