@@ -74,6 +74,7 @@ class PaymentRequested:
     # Routed payments: gateways to fail over to, in order, and the method's token for each.
     fallbacks: tuple[str, ...] = ()
     method_tokens: Mapping[str, str] = field(default_factory=dict)
+    method_type: str = "card"  # payment_method.type, for analytics
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +187,7 @@ class GatewayCommand:
     gateway_reference: str | None = None  # the gateway's object, for capture/cancel/refund
     refund_id: str | None = None
     reason: str | None = None
+    method_type: str = "card"  # the payment method's type, carried for analytics
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +239,7 @@ class Payment:
     # Gateways still to fail over to, in order, with the method's token for each.
     fallbacks: tuple[str, ...] = ()
     method_tokens: Mapping[str, str] = field(default_factory=dict)
+    method_type: str = "card"
 
     @property
     def refunded_amount(self) -> int:
@@ -339,6 +342,7 @@ def _on_request(state: Payment | None, req: PaymentRequested) -> Decision:
         outstanding_command=cid,
         fallbacks=req.fallbacks,
         method_tokens=dict(req.method_tokens),
+        method_type=req.method_type,
     )
     change = StatusChange(
         payment_id=req.payment_id,
@@ -360,6 +364,7 @@ def _on_request(state: Payment | None, req: PaymentRequested) -> Decision:
         order_id=req.order_id,
         user_id=req.user_id,
         issued_at_ms=req.requested_at_ms,
+        method_type=req.method_type,
     )
     payment = dataclasses.replace(payment, pending_commands=(command,), last_change=change)
     return Decision(payment, changes=(change,), commands=(command,))
@@ -657,6 +662,7 @@ def _command(
         gateway_reference=state.gateway_reference,
         refund_id=refund_id,
         reason=reason,
+        method_type=state.method_type,
     )
 
 

@@ -71,6 +71,14 @@ class Settings(BaseSettings):
     janitor_not_charged_after_s: float = Field(default=120.0, ge=0)
     janitor_interval_s: float = Field(default=1.0, gt=0)  # how often the due index is read
     janitor_concurrency: int = Field(default=16, ge=1, le=512)  # checks in flight per worker
+    # Payment metrics (`agents/analytics.py`): tumbling window sizes (comma-separated
+    # seconds). A window closes grace_s after its end (its record is then `final`), is kept
+    # retention_s after its end for late attempts, and changed windows are emitted every
+    # emit_interval_s.
+    metrics_windows_s: str = "60,3600"
+    metrics_grace_s: float = Field(default=10.0, ge=0)
+    metrics_retention_s: float = Field(default=7200.0, gt=0)
+    metrics_emit_interval_s: float = Field(default=5.0, gt=0)
 
     # Gateways the ingress accepts, comma-separated.
     enabled_gateways: str = "stripe,paypal,square"
@@ -123,6 +131,16 @@ class Settings(BaseSettings):
         Schedule(steps_ms=_steps_ms(value))  # raises ValueError: a clear startup error
         return value
 
+    @field_validator("metrics_windows_s")
+    @classmethod
+    def _windows_parse(cls, value: str) -> str:
+        _window_sizes(value)
+        return value
+
+    @property
+    def metrics_windows(self) -> tuple[int, ...]:
+        return _window_sizes(self.metrics_windows_s)
+
     @property
     def janitor_schedule(self) -> Schedule:
         return Schedule(
@@ -158,6 +176,16 @@ def _steps_ms(value: str) -> tuple[int, ...]:
         return tuple(int(float(step) * 1000) for step in value.split(",") if step.strip())
     except ValueError:
         raise ValueError(f"janitor_schedule_s: comma-separated seconds, got {value!r}") from None
+
+
+def _window_sizes(value: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(step) for step in value.split(",") if step.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or any(s <= 0 for s in sizes) or len(set(sizes)) != len(sizes):
+        raise ValueError(f"metrics_windows_s: distinct whole seconds, comma-separated: {value!r}")
+    return sizes
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -8,7 +8,7 @@ import logging
 import redis.asyncio as aioredis
 from faust.worker import Worker
 
-from agents import executor, janitor, pages, payment, projection
+from agents import analytics, executor, janitor, pages, payment, projection
 from agents.breaker import breakers_for
 from gateways.base import Gateway
 from payments.settings import Settings
@@ -108,6 +108,15 @@ def run_worker(settings: Settings) -> None:
         concurrency=settings.janitor_concurrency,
     )
     projection.register(app, topics, redis)
+    analytics.register(
+        app,
+        topics,
+        tables.metrics,
+        sizes_s=settings.metrics_windows,
+        grace_s=settings.metrics_grace_s,
+        retention_s=settings.metrics_retention_s,
+        emit_every_s=settings.metrics_emit_interval_s,
+    )
     pages.register(app, tables, breakers)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]

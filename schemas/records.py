@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from domain.errors import SerializationError
+from domain.metrics import DEFAULT_METHOD, Attempt
 from domain.money import Money
 from domain.payment import (
     CancelRequested,
@@ -50,6 +51,7 @@ def payment_requested_from_record(rec: dict[str, Any]) -> PaymentRequested:
             metadata=dict(rec.get("metadata") or {}),
             fallbacks=tuple(rec.get("fallback_gateways") or ()),
             method_tokens=dict(rec.get("method_tokens") or {}),
+            method_type=rec["payment_method"]["type"],
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise SerializationError(f"invalid PaymentRequested: {exc}") from exc
@@ -72,6 +74,7 @@ def command_to_record(cmd: GatewayCommand) -> dict[str, Any]:
         "refund_id": cmd.refund_id,
         "reason": cmd.reason,
         "issued_at": cmd.issued_at_ms,
+        "method_type": cmd.method_type,
     }
 
 
@@ -92,6 +95,7 @@ def command_from_record(rec: dict[str, Any]) -> GatewayCommand:
             gateway_reference=rec.get("gateway_reference"),
             refund_id=rec.get("refund_id"),
             reason=rec.get("reason"),
+            method_type=rec.get("method_type") or "card",
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise SerializationError(f"invalid GatewayCommand: {exc}") from exc
@@ -265,6 +269,7 @@ def attempt_record(
         "payment_id": cmd.payment_id,
         "command_id": cmd.command_id,
         "gateway": cmd.gateway,
+        "payment_method": cmd.method_type,
         "operation": cmd.operation.value,
         "outcome": outcome,
         "decline_code": decline_code,
@@ -308,3 +313,22 @@ def check_from_record(rec: dict[str, Any]) -> StatusChecked:
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise SerializationError(f"invalid PaymentCheck: {exc}") from exc
+
+
+def attempt_from_record(rec: dict[str, Any]) -> Attempt:
+    """A `payment_analytics` record as the metrics windows read it."""
+    try:
+        return Attempt(
+            gateway=rec["gateway"],
+            payment_method=rec.get("payment_method") or DEFAULT_METHOD,
+            currency=rec["currency"],
+            operation=rec["operation"],
+            outcome=rec["outcome"],
+            amount=int(rec["amount"]),
+            latency_ms=int(rec["latency_ms"]),
+            occurred_at_ms=to_ms(rec["occurred_at"]),
+            decline_code=rec.get("decline_code"),
+            error_code=rec.get("error_code"),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise SerializationError(f"invalid PaymentAttempt: {exc}") from exc

@@ -48,6 +48,8 @@ class Topics:
     refund_status: Any
     payment_analytics: Any
     payment_checks: Any  # for sending; consumed through payment_inputs
+    analytics_by_dims: Any  # payment_analytics re-keyed for the metrics windows
+    payment_metrics: Any
     dead_letter: Any
 
 
@@ -78,5 +80,7 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         refund_status=topic(names.REFUND_STATUS),
         payment_analytics=topic(names.PAYMENT_ANALYTICS),
         payment_checks=topic(names.PAYMENT_CHECKS),
+        analytics_by_dims=topic(names.ANALYTICS_BY_DIMS),
+        payment_metrics=topic(names.PAYMENT_METRICS),
         dead_letter=topic(names.DEAD_LETTER),
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Hashable
 
+import faust
 from prometheus_client import Counter
 
 log = logging.getLogger(__name__)
@@ -51,12 +52,12 @@ class GapWatch:
         self._last.clear()
 
 
-def watch_inputs(app: object) -> GapWatch:
+def watch_inputs(app: faust.App) -> GapWatch:
     """A `GapWatch` forgotten at every revocation of `app`'s partitions."""
     gaps = GapWatch()
 
     async def forget(sender: object, revoked: object, **_: object) -> None:
         gaps.reset()
 
-    app.on_partitions_revoked.connect(forget)  # type: ignore[attr-defined]
+    app.on_partitions_revoked.connect(forget)  # type: ignore[arg-type]
     return gaps

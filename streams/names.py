@@ -12,6 +12,9 @@ PAYMENT_CHECKS = "payment_checks"  # PaymentCheck, the janitor's answers from th
 PAYMENT_STATUS = "payment_status"  # PaymentStatus, one per transition, for consumers
 REFUND_STATUS = "refund_status"  # RefundStatus, one per refund transition
 PAYMENT_ANALYTICS = "payment_analytics"  # PaymentAttempt, one per gateway attempt outcome
+# payment_analytics re-keyed by gateway|method|currency, for the metrics windows (internal)
+ANALYTICS_BY_DIMS = "payment_analytics_by_dims"
+PAYMENT_METRICS = "payment_metrics"  # PaymentMetrics, tumbling-window totals, for analytics
 DEAD_LETTER = "dead_letter"  # undecodable or unprocessable records, with reason headers
 
 # Every input about a payment is keyed by payment id, so these must share a partition count.
@@ -27,7 +30,13 @@ KEYED_TOPICS = (
     PAYMENT_CHECKS,
     PAYMENT_STATUS,
 )
-ALL_TOPICS = (*KEYED_TOPICS, DEAD_LETTER)
+# Keyed by window and dimensions; the metrics table shares the partitions of the first.
+METRICS_TOPICS = (ANALYTICS_BY_DIMS, PAYMENT_METRICS)
+ALL_TOPICS = (*KEYED_TOPICS, *METRICS_TOPICS, DEAD_LETTER)
+
+# payment_analytics_by_dims headers: where the attempt was read from, to recognise a redelivery
+SOURCE_PARTITION = "source-partition"
+SOURCE_OFFSET = "source-offset"
 
 # Dead-letter headers
 DLQ_SOURCE_TOPIC = "dlq-source-topic"

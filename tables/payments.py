@@ -20,6 +20,7 @@ class Tables:
     idempotency: ExpiringTable
     seen_events: ExpiringTable  # gateway webhook event ids, and what became of each
     janitor: DueIndex  # payments due for a status check with their gateway, soonest first
+    metrics: Any  # metrics windows' totals, and an index of them by end time (agents.analytics)
 
 
 def declare_tables(app: faust.App, settings: Settings) -> Tables:
@@ -55,6 +56,9 @@ def declare_tables(app: faust.App, settings: Settings) -> Tables:
         ),
         janitor=_due_index(
             table("janitor", "Payments due for a janitor status check, by due time.")
+        ),
+        metrics=table(
+            "metrics", "Tumbling-window totals of gateway attempts, by window and dimensions."
         ),
     )
 

@@ -53,6 +53,7 @@ def payment_to_row(p: Payment) -> dict[str, Any]:
         "checked_at_ms": p.checked_at_ms,
         "fallbacks": list(p.fallbacks),
         "method_tokens": dict(p.method_tokens),
+        "method_type": p.method_type,
     }
 
 
@@ -85,6 +86,7 @@ def payment_from_row(row: dict[str, Any]) -> Payment:
         checked_at_ms=row.get("checked_at_ms", 0),
         fallbacks=tuple(row.get("fallbacks") or ()),
         method_tokens=row.get("method_tokens") or {},
+        method_type=row.get("method_type") or "card",
     )
 
 
