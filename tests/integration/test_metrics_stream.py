@@ -8,11 +8,15 @@ The expected totals are computed from the `payment_analytics` topic itself with 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -151,3 +155,36 @@ def test_windows_are_right_across_a_worker_kill(stack: DevStack, client: httpx.C
     for pid in ids:
         wait_settled(client, pid, timeout_s=60)
     assert_metrics_match(stack, timeout_s=60)
+
+
+FLAGS = ("--from-beginning", "--final-only", "--timeout-s", "8")
+
+
+def test_the_example_consumer_shows_the_closed_windows(stack: DevStack) -> None:
+    """examples/payment_metrics_consumer.py, as a downstream team would run it."""
+    emitted = assert_metrics_match(stack)
+    repo = Path(__file__).resolve().parents[2]
+    bootstrap = stack.endpoints["kafka_bootstrap"]
+    script = repo / "examples" / "payment_metrics_consumer.py"
+    run = subprocess.run(
+        [sys.executable, str(script), "--bootstrap", bootstrap, *FLAGS],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    printed: dict[tuple[int, int, str, str], dict[str, Any]] = {}
+    for line in run.stdout.splitlines():
+        rec = json.loads(line)
+        assert rec["final"] is True
+        printed[(rec["window_size_s"], rec["window_start"], rec["gateway"], rec["currency"])] = rec
+    closed = {
+        (r["window_size_s"], to_ms(r["window_start"]), r["gateway"], r["currency"]): r
+        for r in emitted.values()
+        if r["final"]
+    }
+    assert closed and set(closed) <= set(printed)
+    for key, rec in closed.items():
+        assert {k: printed[key][k] for k in COMPARED} == {k: rec[k] for k in COMPARED}
+    assert "window(s)" in run.stderr
