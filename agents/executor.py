@@ -31,7 +31,14 @@ from tenacity import (
 from agents.breaker import CircuitBreaker
 from agents.dead_letter import send_to_dead_letter
 from agents.dispatch import InOrderAcks, KeyedDispatcher
-from agents.metrics import CALLS_IN_FLIGHT, CALLS_IN_FLIGHT_PEAK, CALLS_SKIPPED, STALE_COMMANDS
+from agents.metrics import (
+    CALLS_IN_FLIGHT,
+    CALLS_IN_FLIGHT_PEAK,
+    CALLS_SKIPPED,
+    GATEWAY_CALL_SECONDS,
+    GATEWAY_CALLS,
+    STALE_COMMANDS,
+)
 from domain.errors import (
     CircuitOpen,
     GatewayDeclined,
@@ -351,6 +358,8 @@ def register(
             record = outcome_to_record(outcome, gateway=cmd.gateway, latency_ms=latency_ms)
             answer, error, decline = outcome.status.value, outcome.error_code, outcome.decline_code
         log.debug("%s %s -> %s (%d ms)", cmd.gateway, cmd.command_id, answer, latency_ms)
+        GATEWAY_CALLS.labels(cmd.gateway, cmd.operation.value, answer).inc()
+        GATEWAY_CALL_SECONDS.labels(cmd.gateway, cmd.operation.value).observe(latency_ms / 1000)
         if _definite(record):
             entry = {"payment_id": cmd.payment_id, "result": record}
             answered.put(call_key, entry, partition=partition, now_ms=int(time.time() * 1000))

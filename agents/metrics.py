@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from collections.abc import Iterator
+from typing import Any
+
+from faust.exceptions import ConsumerNotStarted
+from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
 
 INPUTS_IGNORED = Counter(
     "payments_inputs_ignored_total",
@@ -50,3 +55,64 @@ STALE_COMMANDS = Counter(
     "Redelivered gateway commands refused because their payment no longer waits for them.",
     ["gateway", "operation"],
 )
+GATEWAY_CALLS = Counter(
+    "payments_gateway_calls_total",
+    "Gateway calls made, by gateway, operation (authorize, capture, cancel, refund) and "
+    "outcome (the payment or refund status the call ended in: succeeded, failed, unknown, ...).",
+    ["gateway", "operation", "outcome"],
+)
+GATEWAY_CALL_SECONDS = Histogram(
+    "payments_gateway_call_seconds",
+    "Gateway call time including retries, by gateway and operation.",
+    ["gateway", "operation"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+PAYMENTS_SETTLED = Counter(
+    "payments_settled_total",
+    "Payments that reached a settled status (succeeded, authorized, failed, canceled, ...), "
+    "by gateway and status.",
+    ["gateway", "status"],
+)
+PROCESSING_SECONDS = Histogram(
+    "payments_processing_seconds",
+    "From the payment request to its first settled status, by gateway.",
+    ["gateway"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+)
+
+
+class ConsumerLag:
+    """`payments_consumer_lag`: per assigned input partition, the records between the
+    group's committed offset and the partition's end (as of the last fetch)."""
+
+    def __init__(self, app: Any, topics: frozenset[str]) -> None:
+        self._app = app
+        self._topics = topics
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield self._family()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = self._family()
+        try:
+            consumer = self._app.consumer
+            assigned = sorted(consumer.assignment())
+        except ConsumerNotStarted:
+            assigned = []
+        for tp in assigned:
+            if tp.topic not in self._topics:
+                continue
+            end = consumer.highwater(tp)
+            done = consumer._committed_offset.get(tp) or consumer._read_offset.get(tp) or 0
+            if end is not None:
+                family.add_metric([tp.topic, str(tp.partition)], max(end - done, 0))
+        yield family
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "payments_consumer_lag",
+            "Records behind the end of each assigned partition: high watermark minus the "
+            "group's committed offset, by topic and partition.",
+            labels=["topic", "partition"],
+        )

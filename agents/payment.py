@@ -17,7 +17,13 @@ from typing import Any
 import faust
 
 from agents.dead_letter import send_to_dead_letter
-from agents.metrics import INPUTS_IGNORED, JANITOR_EXHAUSTED, WEBHOOKS_UNHANDLED
+from agents.metrics import (
+    INPUTS_IGNORED,
+    JANITOR_EXHAUSTED,
+    PAYMENTS_SETTLED,
+    PROCESSING_SECONDS,
+    WEBHOOKS_UNHANDLED,
+)
 from domain.errors import PaymentError, SerializationError
 from domain.janitor import CHECKED, Schedule, due_at, stuck_refunds
 from domain.payment import (
@@ -29,10 +35,12 @@ from domain.payment import (
     NoticeKind,
     Payment,
     PaymentRequested,
+    StatusChange,
     decide,
     duplicate,
 )
 from domain.refunds import RefundRequested, RefundState
+from domain.status import SETTLED
 from gateways.registry import interpret
 from schemas import codec, decode
 from schemas.records import (
@@ -178,6 +186,15 @@ def reschedule(tables: Tables, payment: Payment, schedule: Schedule, *, partitio
     tables.janitor.set(payment.payment_id, due, partition=partition)
 
 
+def observe_settled(payment: Payment, changes: tuple[StatusChange, ...]) -> None:
+    """Count a payment's first settled status, and how long it took from the request."""
+    for change in changes:
+        if change.status in SETTLED and change.previous_status not in SETTLED:
+            PAYMENTS_SETTLED.labels(payment.gateway, change.status.value).inc()
+            took_s = max(change.occurred_at_ms - payment.created_at_ms, 0) / 1000
+            PROCESSING_SECONDS.labels(payment.gateway).observe(took_s)
+
+
 def register(
     app: faust.App, topics: Topics, tables: Tables, *, sweep_every_ms: int, schedule: Schedule
 ) -> Any:
@@ -239,6 +256,8 @@ def register(
                     decision.ignored,
                 )
             await emit(decision, item.payment_id)
+            if decision.ignored is None and decision.state is not None:
+                observe_settled(decision.state, decision.changes)
             if decision.state is not None and decision.state != state:
                 payments[item.payment_id] = payment_to_row(decision.state)
                 reschedule(tables, decision.state, schedule, partition=msg.partition)

@@ -8,17 +8,17 @@ from collections.abc import AsyncIterator
 
 import httpx
 import redis.asyncio as aioredis
-from prometheus_client import make_asgi_app
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 
 from ingress.actions import cancel_payment, capture_payment, create_refund, get_refund
 from ingress.errors import ApiError, handle_api_error, handle_http_exception, handle_unexpected
 from ingress.kafka import Producer
 from ingress.listing import list_payments, list_refunds
+from ingress.metrics import metrics_page
 from ingress.openapi import build_openapi
 from ingress.payments import create_payment, get_payment
 from ingress.webhooks.registry import build_verifiers
@@ -85,7 +85,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/readyz", readyz, methods=["GET"]),
             Route("/v1/webhooks/{gateway}", receive_webhook, methods=["POST"]),
             Route("/openapi.json", openapi_json, methods=["GET"]),
-            Mount("/metrics", app=make_asgi_app()),
+            Route("/metrics", metrics_page, methods=["GET"]),
         ],
         exception_handlers={
             ApiError: handle_api_error,

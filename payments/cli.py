@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,11 @@ def cmd_ingress(args: argparse.Namespace, settings: Settings) -> int:
         "http": "httptools",
     }
     if args.workers > 1:
-        # One socket, N processes; each builds its own app from the environment.
+        # One socket, N processes; each builds its own app from the environment, and the
+        # /metrics page of any of them adds up the counters of all.
+        import tempfile
+
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="payments-metrics-")
         uvicorn.run(
             "ingress.app:app_from_environment", factory=True, workers=args.workers, **options
         )

@@ -7,12 +7,14 @@ import logging
 
 import redis.asyncio as aioredis
 from faust.worker import Worker
+from prometheus_client import REGISTRY
 
 from agents import analytics, executor, janitor, pages, payment, projection
 from agents.breaker import breakers_for
+from agents.metrics import ConsumerLag
 from gateways.base import Gateway
 from payments.settings import Settings
-from streams import tansu_compat
+from streams import names, tansu_compat
 from streams.admin import ensure_topics
 from streams.app import create_app, declare_topics
 from tables.payments import declare_tables
@@ -108,6 +110,7 @@ def run_worker(settings: Settings) -> None:
         concurrency=settings.janitor_concurrency,
     )
     projection.register(app, topics, redis)
+    REGISTRY.register(ConsumerLag(app, frozenset(names.ALL_TOPICS)))
     analytics.register(
         app,
         topics,

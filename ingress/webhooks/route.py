@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse
 
 from ingress.body import read_body
 from ingress.errors import ApiError
-from ingress.metrics import WEBHOOKS
+from ingress.metrics import DEAD_LETTERS, WEBHOOK_VERIFICATIONS, WEBHOOKS
 from ingress.webhooks.base import VerifiedEvent, WebhookRejected
 from schemas import codec
 from streams import names
@@ -41,9 +41,11 @@ async def receive_webhook(request: Request) -> JSONResponse:
     try:
         event = await verifier.verify(headers, body)
     except WebhookRejected as exc:
+        WEBHOOK_VERIFICATIONS.labels(gateway, "failed", exc.code).inc()
         WEBHOOKS.labels(gateway, exc.code).inc()
         log.warning("webhook from %s rejected: %s", gateway, exc.code)
         raise ApiError(400, exc.code, exc.message) from None
+    WEBHOOK_VERIFICATIONS.labels(gateway, "ok", "").inc()
     if event.replay_key is not None:
         await _refuse_replay(request, event)
     payment_id = event.payment_id or await _ours(request, event)
@@ -51,6 +53,7 @@ async def receive_webhook(request: Request) -> JSONResponse:
         # Not one we can place: kept in dead_letter with the reason, acknowledged so the
         # gateway stops retrying. Never dropped.
         WEBHOOKS.labels(gateway, "unroutable").inc()
+        DEAD_LETTERS.labels(names.GATEWAY_EVENTS).inc()
         log.warning("webhook %s %s names no payment of ours", gateway, event.event_type)
         await state.producer.send(
             names.DEAD_LETTER,
