@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck unit clean
+.PHONY: run test lint typecheck unit browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ run: $(STAMP)
 	$(BIN)/payments dev
 
 ## test: lint, type-check, then every test (unit + against the real embedded stack)
-test: lint typecheck
+test: lint typecheck browser
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -26,6 +26,12 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+## browser: Debian's chromium, for the dashboard test (Playwright drives it; nothing downloaded)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
 ## unit: the pure tests only; no services
 unit: $(STAMP)

@@ -1,10 +1,11 @@
 """Project `payment_status` and `refund_status` into the Redis read model: in batches, and a
-record only lands when its seq is newer than the stored one, so never backwards."""
+record only lands when its seq is newer than the stored one, so never backwards. And
+`payment_metrics` windows, for the ingress dashboard: the latest record of each window."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -15,14 +16,19 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponen
 
 from agents.dead_letter import send_to_dead_letter
 from domain.errors import SerializationError
+from domain.metrics import Window
 from schemas import decode
 from schemas.records import to_ms
 from streams.app import Topics
 from streams.indexes import queue_payment_index, queue_refund_index
 from streams.readmodel import (
+    METRICS_KEEP_S,
     SET_IF_NEWER,
     document_from_status,
     dumps,
+    metrics_document,
+    metrics_index_key,
+    metrics_window_key,
     payment_key,
     refund_document,
     refund_key,
@@ -34,22 +40,46 @@ BATCH = 500
 BATCH_WINDOW_S = 0.02
 
 
-# schema name -> (Redis key of the record, document for GET)
-_VIEWS: dict[str, tuple[Callable[[dict[str, Any]], str], Callable[[dict[str, Any]], Any]]] = {
-    "payment_status": (
+def _status_writer(
+    key_of: Callable[[dict[str, Any]], str],
+    document_of: Callable[[dict[str, Any]], Any],
+    queue_index: Callable[[Any, dict[str, Any]], None],
+) -> Callable[[Any, Any, dict[str, Any]], Awaitable[None]]:
+    """A status record lands only when its seq is newer; its listing index rides along."""
+
+    async def write(pipe: Any, set_if_newer: Any, rec: dict[str, Any]) -> None:
+        await set_if_newer(
+            keys=[key_of(rec)], args=[rec["seq"], dumps(document_of(rec))], client=pipe
+        )
+        queue_index(pipe, rec)  # same pipeline: one round trip per batch
+
+    return write
+
+
+async def _write_metrics(pipe: Any, set_if_newer: Any, rec: dict[str, Any]) -> None:
+    """A metrics window is an upsert: its records come in order (one key, one partition)."""
+    start, end = to_ms(rec["window_start"]), to_ms(rec["window_end"])
+    dims = f"{rec['gateway']}|{rec['payment_method']}|{rec['currency']}"
+    key = Window(rec["window_size_s"], start).key(dims)
+    pipe.set(metrics_window_key(key), dumps(metrics_document(rec, start, end)), ex=METRICS_KEEP_S)
+    index = metrics_index_key(rec["window_size_s"])
+    pipe.zadd(index, {key: start})
+    pipe.zremrangebyscore(index, 0, start - METRICS_KEEP_S * 1000)
+
+
+# schema name -> how one decoded record is written to Redis
+_WRITERS: dict[str, Callable[[Any, Any, dict[str, Any]], Awaitable[None]]] = {
+    "payment_status": _status_writer(
         lambda rec: payment_key(rec["payment_id"]),
         lambda rec: document_from_status(rec, to_ms(rec["occurred_at"])),
+        queue_payment_index,
     ),
-    "refund_status": (
+    "refund_status": _status_writer(
         lambda rec: refund_key(rec["refund_id"]),
         lambda rec: refund_document(rec, to_ms(rec["occurred_at"])),
+        queue_refund_index,
     ),
-}
-
-# schema name -> queues the listing-index writes of a record (streams/indexes.py)
-_INDEXES: dict[str, Callable[[Any, dict[str, Any]], None]] = {
-    "payment_status": queue_payment_index,
-    "refund_status": queue_refund_index,
+    "payment_metrics": _write_metrics,
 }
 
 
@@ -57,8 +87,7 @@ def register(app: faust.App, topics: Topics, redis: aioredis.Redis) -> list[Any]
     set_if_newer = redis.register_script(SET_IF_NEWER)
 
     def projection(topic: Any, schema: str) -> Any:
-        key_of, document_of = _VIEWS[schema]
-        queue_index = _INDEXES[schema]
+        write = _WRITERS[schema]
 
         async def project(stream: Any) -> Any:
             async for events in stream.take_events(BATCH, within=BATCH_WINDOW_S):
@@ -70,10 +99,7 @@ def register(app: faust.App, topics: Topics, redis: aioredis.Redis) -> list[Any]
                     except SerializationError as exc:
                         await send_to_dead_letter(topics.dead_letter, event, exc)
                         continue
-                    await set_if_newer(
-                        keys=[key_of(rec)], args=[rec["seq"], dumps(document_of(rec))], client=pipe
-                    )
-                    queue_index(pipe, rec)  # same pipeline: one round trip per batch
+                    await write(pipe, set_if_newer, rec)
                     queued += 1
                 if queued:
                     await _execute_until_done(pipe)
@@ -83,6 +109,7 @@ def register(app: faust.App, topics: Topics, redis: aioredis.Redis) -> list[Any]
     return [
         projection(topics.payment_status, "payment_status"),
         projection(topics.refund_status, "refund_status"),
+        projection(topics.payment_metrics, "payment_metrics"),
     ]
 
 

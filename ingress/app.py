@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ingress.actions import cancel_payment, capture_payment, create_refund, get_refund
+from ingress.dashboard import dashboard_data, dashboard_icon, dashboard_page, dashboard_script
 from ingress.errors import ApiError, handle_api_error, handle_http_exception, handle_unexpected
 from ingress.kafka import Producer
 from ingress.listing import list_payments, list_refunds
@@ -86,6 +87,10 @@ def create_app(settings: Settings) -> Starlette:
             Route("/v1/webhooks/{gateway}", receive_webhook, methods=["POST"]),
             Route("/openapi.json", openapi_json, methods=["GET"]),
             Route("/metrics", metrics_page, methods=["GET"]),
+            Route("/dashboard", dashboard_page, methods=["GET"]),
+            Route("/dashboard/dashboard.js", dashboard_script, methods=["GET"]),
+            Route("/dashboard/data", dashboard_data, methods=["GET"]),
+            Route("/dashboard/favicon.svg", dashboard_icon, methods=["GET"]),
         ],
         exception_handlers={
             ApiError: handle_api_error,

@@ -76,3 +76,27 @@ def document_from_status(rec: dict[str, Any], occurred_at_ms: int) -> dict[str, 
 
 def dumps(doc: dict[str, Any]) -> str:
     return json.dumps(doc, separators=(",", ":"), sort_keys=True)
+
+
+# Metrics windows (`payment_metrics`), for the dashboard: each window's latest record as a
+# JSON string, and per window size a sorted set of window keys scored by start time.
+METRICS_WINDOW_KEY = "payments:metrics:window:{}"
+METRICS_INDEX_KEY = "payments:metrics:index:{}"
+METRICS_KEEP_S = 2 * 86400  # how long the read model keeps a window after its start
+
+
+def metrics_window_key(window: str) -> str:
+    return METRICS_WINDOW_KEY.format(window)
+
+
+def metrics_index_key(size_s: int) -> str:
+    return METRICS_INDEX_KEY.format(size_s)
+
+
+def metrics_document(rec: dict[str, Any], start_ms: int, end_ms: int) -> dict[str, Any]:
+    """The dashboard's JSON view of a `payment_metrics` record."""
+    return {
+        **{k: v for k, v in rec.items() if k not in ("window_start", "window_end", "emitted_at")},
+        "window_start": start_ms,
+        "window_end": end_ms,
+    }
