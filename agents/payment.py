@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from agents.dead_letter import send_to_dead_letter
 from agents.metrics import (
@@ -56,7 +57,7 @@ from schemas.records import (
 )
 from streams import names
 from streams.app import Topics
-from streams.gaps import watch_inputs
+from streams.ledger import REPAIRED, InputLedger, RangeReader
 from tables.payments import Tables
 from tables.rows import payment_from_row, payment_to_row, refund_to_row
 
@@ -70,6 +71,13 @@ _ROUTINE = frozenset(
 _COMMAND = codec("gateway_command")
 _STATUS = codec("payment_status")
 _REFUND = codec("refund_status")
+
+
+class _Record:
+    """A record read by the repair reader, shaped like a faust event for dead-lettering."""
+
+    def __init__(self, record: Any) -> None:
+        self.message = record
 
 
 class UnhandledEvent(Exception):
@@ -196,10 +204,22 @@ def observe_settled(payment: Payment, changes: tuple[StatusChange, ...]) -> None
 
 
 def register(
-    app: faust.App, topics: Topics, tables: Tables, *, sweep_every_ms: int, schedule: Schedule
+    app: faust.App,
+    topics: Topics,
+    tables: Tables,
+    *,
+    sweep_every_ms: int,
+    schedule: Schedule,
+    bootstrap: str,
 ) -> Any:
     payments = tables.payments
-    gaps = watch_inputs(app)
+    ledger = InputLedger(tables.inputs)
+    reader = RangeReader(bootstrap)
+
+    async def forget(sender: object, revoked: object, **_: object) -> None:
+        ledger.forget()
+
+    app.on_partitions_revoked.connect(forget)  # type: ignore[arg-type]
 
     async def emit(decision: Decision, payment_id: str) -> None:
         state = decision.state
@@ -224,44 +244,78 @@ def register(
                 key=key, value=_STATUS.encode(status_record(state, change)), headers=_STATUS.headers
             )
 
+    async def handle(source: Any, value: bytes | None, headers: Any) -> Decision | None:
+        """Decode, decide, emit and save one input record; None when it was not applied
+        (dead-lettered, or a webhook type we do not act on). `source` has the record's
+        `message` (topic, partition, offset, key, value), as a faust event does."""
+        msg = source.message
+        now_ms = int(time.time() * 1000)
+        for dedup in (tables.idempotency, tables.seen_events):
+            dedup.sweep(msg.partition, now_ms, every_ms=sweep_every_ms)
+        try:
+            item = decode_input(msg.topic, value, dict(headers or {}))
+            row = payments.get(item.payment_id)
+            state = payment_from_row(row) if row is not None else None
+            recalled = recall(tables, item, state, now_ms)
+            decision = recalled or decide(state, item)
+        except UnhandledEvent as unhandled:
+            WEBHOOKS_UNHANDLED.labels(unhandled.gateway, unhandled.event_type).inc()
+            log.info("unhandled webhook type, skipped: %s", unhandled)
+            return None
+        except (SerializationError, PaymentError) as exc:
+            await send_to_dead_letter(topics.dead_letter, source, exc)
+            return None
+        if decision.ignored is not None:
+            reason = decision.ignored.split(":")[0]
+            INPUTS_IGNORED.labels(msg.topic, reason).inc()
+            log.log(
+                logging.DEBUG if reason in _ROUTINE else logging.INFO,
+                "ignored %s for %s: %s",
+                type(item).__name__,
+                item.payment_id,
+                decision.ignored,
+            )
+        await emit(decision, item.payment_id)
+        if decision.ignored is None and decision.state is not None:
+            observe_settled(decision.state, decision.changes)
+        if decision.state is not None and decision.state != state:
+            payments[item.payment_id] = payment_to_row(decision.state)
+            reschedule(tables, decision.state, schedule, partition=msg.partition)
+        if recalled is None:  # after the payment: an entry never runs ahead of its state
+            remember(tables, item, decision, partition=msg.partition, now_ms=now_ms)
+        return decision
+
+    async def repair(topic: str, partition: int, start: int, end: int) -> None:
+        """Apply the records the stream skipped, read straight from the partition."""
+        log.warning(
+            "%s[%s]: offsets %s..%s were skipped by the stream; applying them now",
+            topic, partition, start, end - 1,
+        )  # fmt: skip
+        for record in await reader.read(topic, partition, start, end):
+            decision = await handle(_Record(record), record.value, record.headers)
+            was = "repeat" if decision is None or decision.ignored is not None else "lost"
+            REPAIRED.labels(topic, was).inc()
+            if was == "lost":
+                log.warning("%s[%s]@%s had never been applied", topic, partition, record.offset)
+            ledger.applied(topic, partition, record.offset)
+
     @app.agent(topics.payment_inputs, name="payment-agent")
     async def payment_agent(stream: Any) -> Any:
         async for event in stream.events():
             msg = event.message
-            gaps.observe(msg.topic, msg.partition, msg.offset)
-            now_ms = int(time.time() * 1000)
-            for dedup in (tables.idempotency, tables.seen_events):
-                dedup.sweep(msg.partition, now_ms, every_ms=sweep_every_ms)
-            try:
-                item = decode_input(msg.topic, event.value, dict(event.headers or {}))
-                row = payments.get(item.payment_id)
-                state = payment_from_row(row) if row is not None else None
-                recalled = recall(tables, item, state, now_ms)
-                decision = recalled or decide(state, item)
-            except UnhandledEvent as unhandled:
-                WEBHOOKS_UNHANDLED.labels(unhandled.gateway, unhandled.event_type).inc()
-                log.info("unhandled webhook type, skipped: %s", unhandled)
-                continue
-            except (SerializationError, PaymentError) as exc:
-                await send_to_dead_letter(topics.dead_letter, event, exc)
-                continue
-            if decision.ignored is not None:
-                reason = decision.ignored.split(":")[0]
-                INPUTS_IGNORED.labels(msg.topic, reason).inc()
-                log.log(
-                    logging.DEBUG if reason in _ROUTINE else logging.INFO,
-                    "ignored %s for %s: %s",
-                    type(item).__name__,
-                    item.payment_id,
-                    decision.ignored,
-                )
-            await emit(decision, item.payment_id)
-            if decision.ignored is None and decision.state is not None:
-                observe_settled(decision.state, decision.changes)
-            if decision.state is not None and decision.state != state:
-                payments[item.payment_id] = payment_to_row(decision.state)
-                reschedule(tables, decision.state, schedule, partition=msg.partition)
-            if recalled is None:  # after the payment: an entry never runs ahead of its state
-                remember(tables, item, decision, partition=msg.partition, now_ms=now_ms)
+            # Any input topic of this partition the group committed past what was applied
+            # (the record in hand reveals its own topic's gap even before a commit does).
+            committed = getattr(app.consumer, "_committed_offset", {})
+            for topic in names.PAYMENT_INPUTS:
+                end = msg.offset if topic == msg.topic else committed.get(TP(topic, msg.partition))
+                if end is not None:
+                    last = ledger.last_applied(topic, msg.partition, end)
+                    if end > last + 1:
+                        await repair(topic, msg.partition, last + 1, end)
+            await handle(event, event.value, event.headers)
+            ledger.applied(msg.topic, msg.partition, msg.offset)
+            if ledger.due(msg.topic, msg.partition):
+                await app.producer.flush()  # the mark never covers outputs not yet written
+                ledger.persist(msg.topic, msg.partition)
 
     return payment_agent

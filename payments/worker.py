@@ -87,6 +87,7 @@ def run_worker(settings: Settings) -> None:
         tables,
         sweep_every_ms=int(settings.dedup_sweep_interval_s * 1000),
         schedule=schedule,
+        bootstrap=settings.kafka_bootstrap,
     )
     breakers = breakers_for(
         sorted(gateways), failures=settings.breaker_failures, reset_after_s=settings.breaker_reset_s

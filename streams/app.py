@@ -66,14 +66,7 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         )
 
     return Topics(
-        payment_inputs=topic(
-            names.PAYMENT_INITIATION,
-            names.PAYMENT_ACTIONS,
-            names.REFUND_REQUEST,
-            names.GATEWAY_RESULTS,
-            names.GATEWAY_EVENTS,
-            names.PAYMENT_CHECKS,
-        ),
+        payment_inputs=topic(*names.PAYMENT_INPUTS),
         gateway_commands=topic(names.GATEWAY_COMMANDS),
         gateway_results=topic(names.GATEWAY_RESULTS),
         payment_status=topic(names.PAYMENT_STATUS),

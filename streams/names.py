@@ -17,6 +17,16 @@ ANALYTICS_BY_DIMS = "payment_analytics_by_dims"
 PAYMENT_METRICS = "payment_metrics"  # PaymentMetrics, tumbling-window totals, for analytics
 DEAD_LETTER = "dead_letter"  # undecodable or unprocessable records, with reason headers
 
+# What the payment agent reads, all keyed by payment id.
+PAYMENT_INPUTS = (
+    PAYMENT_INITIATION,
+    PAYMENT_ACTIONS,
+    REFUND_REQUEST,
+    GATEWAY_RESULTS,
+    GATEWAY_EVENTS,
+    PAYMENT_CHECKS,
+)
+
 # Every input about a payment is keyed by payment id, so these must share a partition count.
 KEYED_TOPICS = (
     PAYMENT_INITIATION,

@@ -20,6 +20,7 @@ class Tables:
     idempotency: ExpiringTable
     seen_events: ExpiringTable  # gateway webhook event ids, and what became of each
     janitor: DueIndex  # payments due for a status check with their gateway, soonest first
+    inputs: Any  # "<topic>:<partition>" -> the last input offset applied (streams.ledger)
     metrics: Any  # metrics windows' totals, and an index of them by end time (agents.analytics)
 
 
@@ -53,6 +54,9 @@ def declare_tables(app: faust.App, settings: Settings) -> Tables:
             "seen_events",
             "Gateway webhook event ids, kept seen_events_ttl_s.",
             settings.seen_events_ttl_s,
+        ),
+        inputs=table(
+            "inputs", "The last offset of each input partition the payment agent applied."
         ),
         janitor=_due_index(
             table("janitor", "Payments due for a janitor status check, by due time.")

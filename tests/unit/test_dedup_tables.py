@@ -86,6 +86,7 @@ def _tables() -> Tables:
         idempotency=_table()[1],
         seen_events=_table()[1],
         janitor=_due_index()[1],
+        inputs={},
         metrics={},
     )
 

@@ -1,0 +1,149 @@
+"""The payment agent's input ledger: which offset of each input partition it applied last,
+kept with its state, so that no record the group committed past can go unapplied.
+
+faust commits a partition's offset from the acks its streams report. Three faust-streaming
+bugs that could commit past a record no agent applied were found and worked around
+(`streams/faust_compat.py`), and a chaos run still lost a contiguous range of records at a
+takeover. Rather than trust the commit, the agent keeps its own account:
+
+- in memory, the last offset applied per input partition; a record further on than the next
+  one means the records in between were never handed to the agent;
+- in the `inputs` table (changelog-backed, in the partition's own changelog partition), the
+  same number, written at most every `persist_every_s` and only after the producer flushed,
+  so a persisted mark never runs ahead of the state and outputs it covers. After a takeover
+  or a restart the partition's new owner starts from that mark.
+
+A jump is repaired at once: the missing records are read straight from the partition (a
+consumer with no group, from the offset after the mark) and applied, in order, before the
+record that revealed the jump. Applying a record twice is harmless (the dedup tables and the
+state's outbox make every input idempotent), so a mark that lags behind the truth costs only
+some repeats after a rebalance; those come back as duplicates, and only records that change
+the state count as recovered (`payments_inputs_recovered_total`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import MutableMapping
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client import Counter
+
+log = logging.getLogger(__name__)
+
+TRUST_COMMIT_AFTER = 100_000
+
+REPAIRED = Counter(
+    "payments_inputs_repaired_total",
+    "Input records the payment agent read again itself because the stream skipped past them, "
+    "by topic and by whether they changed the state (lost: they had never been applied) or "
+    "were repeats.",
+    ["topic", "was"],
+)
+
+
+class InputLedger:
+    """The last applied offset per (topic, partition); `table` persists it lazily."""
+
+    def __init__(self, table: MutableMapping[str, Any], *, persist_every_s: float = 1.0) -> None:
+        self._table = table
+        self._every_s = persist_every_s
+        self._applied: dict[tuple[str, int], int] = {}
+        self._persisted: dict[tuple[str, int], tuple[int, float]] = {}
+
+    def last_applied(self, topic: str, partition: int, offset: int) -> int:
+        """Inside an event of that partition at `offset`: the last offset applied.
+
+        With no mark yet (a new partition, or the first run with the ledger) the partition
+        is read from its start, unless that is more than `TRUST_COMMIT_AFTER` records back:
+        then the committed offset is trusted this once, and said so.
+        """
+        key = (topic, partition)
+        if key not in self._applied:
+            stored = self._table.get(f"{topic}:{partition}")
+            if stored is not None:
+                last = int(stored)
+            elif offset > TRUST_COMMIT_AFTER:
+                log.warning(
+                    "%s[%s]: no input mark; trusting the commit at %s", topic, partition, offset
+                )
+                last = offset - 1
+            else:
+                last = -1
+            self._applied[key] = last
+            self._persisted[key] = (last, 0.0)
+        return self._applied[key]
+
+    def applied(self, topic: str, partition: int, offset: int) -> None:
+        key = (topic, partition)
+        self._applied[key] = max(self._applied.get(key, -1), offset)
+
+    def due(self, topic: str, partition: int) -> bool:
+        """Should the mark be persisted now (after a flush of the producer)?"""
+        key = (topic, partition)
+        mark, at = self._persisted.get(key, (-1, 0.0))
+        return self._applied.get(key, -1) > mark and time.monotonic() - at >= self._every_s
+
+    def persist(self, topic: str, partition: int) -> None:
+        """Inside an event of that partition, after the producer flushed."""
+        key = (topic, partition)
+        self._table[f"{topic}:{partition}"] = self._applied[key]
+        self._persisted[key] = (self._applied[key], time.monotonic())
+
+    def forget(self) -> None:
+        """After a revocation: a partition that comes back starts from its persisted mark."""
+        self._applied.clear()
+        self._persisted.clear()
+
+
+class RangeReader:
+    """Reads a range of one partition with a consumer of its own (no group), started on first
+    use and kept: a repair after a rebalance costs a seek and a fetch, not a new client."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self._bootstrap = bootstrap
+        self._consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+
+    async def read(
+        self, topic: str, partition: int, start: int, end: int, *, timeout_s: float = 30
+    ) -> list[Any]:
+        """The records of one partition from `start` up to, not including, `end`."""
+        async with self._lock:
+            if self._consumer is None:
+                consumer = AIOKafkaConsumer(
+                    bootstrap_servers=self._bootstrap,
+                    enable_auto_commit=False,
+                    # past the log start (retention): from what is left
+                    auto_offset_reset="earliest",
+                    fetch_max_wait_ms=10,
+                    client_id="payments-input-repair",
+                )
+                await consumer.start()
+                self._consumer = consumer
+            consumer = self._consumer
+            tp = TopicPartition(topic, partition)
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            deadline = time.monotonic() + timeout_s
+            records: list[Any] = []
+            while True:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{topic}[{partition}]: {start}..{end - 1} not read")
+                batch = await consumer.getmany(tp, timeout_ms=500)
+                for record in batch.get(tp, []):
+                    if record.offset >= end:
+                        return records
+                    records.append(record)
+                    if record.offset == end - 1:
+                        return records
+                if await consumer.position(tp) >= end:  # the rest held no record (markers)
+                    return records
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
