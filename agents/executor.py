@@ -303,8 +303,9 @@ def stale_command(row: Mapping[str, Any] | None, cmd: GatewayCommand) -> str | N
     return None
 
 
-# A payment in these may still be waiting for its authorize call.
-WAITING = frozenset({*CHECKED, PaymentStatus.REQUIRES_ACTION})
+# A payment in these may still be waiting for its authorize call (`in_review`: approved by a
+# person after the fraud rules held it, it stays so until the gateway answers).
+WAITING = frozenset({*CHECKED, PaymentStatus.REQUIRES_ACTION, PaymentStatus.IN_REVIEW})
 
 
 def _definite(record: dict[str, Any]) -> bool:

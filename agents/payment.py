@@ -36,6 +36,7 @@ from domain.payment import (
     NoticeKind,
     Payment,
     PaymentRequested,
+    ReviewDecided,
     StatusChange,
     decide,
     duplicate,
@@ -52,8 +53,10 @@ from schemas.records import (
     refund_requested_from_record,
     refund_status_record,
     result_from_record,
+    screen_to_record,
     status_record,
     to_ms,
+    verdict_from_record,
 )
 from streams import names
 from streams.app import Topics
@@ -71,6 +74,7 @@ _ROUTINE = frozenset(
 _COMMAND = codec("gateway_command")
 _STATUS = codec("payment_status")
 _REFUND = codec("refund_status")
+_SCREEN = codec("fraud_check")
 
 
 class _Record:
@@ -102,6 +106,8 @@ def decode_input(topic: str, value: bytes | None, headers: dict[str, bytes]) -> 
         return notice_from_event(decode("gateway_event", value, headers))
     if topic == names.PAYMENT_CHECKS:
         return check_from_record(decode("payment_check", value, headers))
+    if topic == names.FRAUD_VERDICTS:
+        return verdict_from_record(decode("fraud_verdict", value, headers))
     raise SerializationError(f"payment agent does not read topic {topic!r}")
 
 
@@ -139,6 +145,8 @@ def request_key(item: Input) -> tuple[str, str] | None:
         return f"capture:{item.payment_id}:{item.request_id}", str(item.amount)
     if isinstance(item, CancelRequested):
         return f"cancel:{item.payment_id}:{item.request_id}", ""
+    if isinstance(item, ReviewDecided):
+        return f"review:{item.payment_id}:{item.request_id}", str(item.approve)
     return None
 
 
@@ -211,6 +219,7 @@ def register(
     sweep_every_ms: int,
     schedule: Schedule,
     bootstrap: str,
+    screening: bool,
 ) -> Any:
     payments = tables.payments
     ledger = InputLedger(tables.inputs)
@@ -243,6 +252,18 @@ def register(
             await topics.payment_status.send(
                 key=key, value=_STATUS.encode(status_record(state, change)), headers=_STATUS.headers
             )
+        for screen in decision.screens:  # to the fraud rules' first stage, by user
+            await topics.fraud_checks.send(
+                key=screen.user_id.encode(),
+                value=_SCREEN.encode(screen_to_record(screen, kind="screen")),
+                headers=_SCREEN.headers,
+            )
+        for screen in decision.declines:  # straight to the card stage
+            await topics.fraud_card_checks.send(
+                key=screen.card.encode(),
+                value=_SCREEN.encode(screen_to_record(screen, kind="decline")),
+                headers=_SCREEN.headers,
+            )
 
     async def handle(source: Any, value: bytes | None, headers: Any) -> Decision | None:
         """Decode, decide, emit and save one input record; None when it was not applied
@@ -257,7 +278,7 @@ def register(
             row = payments.get(item.payment_id)
             state = payment_from_row(row) if row is not None else None
             recalled = recall(tables, item, state, now_ms)
-            decision = recalled or decide(state, item)
+            decision = recalled or decide(state, item, screening=screening)
         except UnhandledEvent as unhandled:
             WEBHOOKS_UNHANDLED.labels(unhandled.gateway, unhandled.event_type).inc()
             log.info("unhandled webhook type, skipped: %s", unhandled)
@@ -298,6 +319,8 @@ def register(
             if was == "lost":
                 log.warning("%s[%s]@%s had never been applied", topic, partition, record.offset)
             ledger.applied(topic, partition, record.offset)
+        await app.producer.flush()  # as below: the mark never covers unwritten outputs
+        ledger.persist(topic, partition)
 
     @app.agent(topics.payment_inputs, name="payment-agent")
     async def payment_agent(stream: Any) -> Any:

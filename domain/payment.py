@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from domain.fraud import Outcome, Screen
 from domain.money import Money
 from domain.refunds import (
     FINAL_REFUND_STATES,
@@ -46,6 +47,8 @@ class Source(StrEnum):
     WEBHOOK = "webhook"
     POLL = "poll"
     JANITOR = "janitor"
+    FRAUD = "fraud"  # the fraud rules held or blocked it
+    REVIEW = "review"  # a person rejected a held payment
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,11 @@ class PaymentRequested:
     fallbacks: tuple[str, ...] = ()
     method_tokens: Mapping[str, str] = field(default_factory=dict)
     method_type: str = "card"  # payment_method.type, for analytics
+    # What the fraud rules read: the card's fingerprint (its token when none was given) and
+    # the countries, when the client gave them.
+    card_fingerprint: str = ""
+    billing_country: str | None = None
+    ip_country: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,8 +166,30 @@ class CancelRequested:
     requested_at_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class FraudVerdict:
+    """The fraud rules' answer about a payment: allow, review (hold) or block."""
+
+    payment_id: str
+    outcome: Outcome
+    hits: tuple[str, ...]
+    occurred_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewDecided:
+    """A person's decision about a payment the fraud rules held."""
+
+    payment_id: str
+    request_id: str
+    approve: bool
+    requested_at_ms: int
+
+
 Input = (
     PaymentRequested
+    | FraudVerdict
+    | ReviewDecided
     | GatewayOutcome
     | GatewayNotice
     | CaptureRequested
@@ -240,6 +270,27 @@ class Payment:
     fallbacks: tuple[str, ...] = ()
     method_tokens: Mapping[str, str] = field(default_factory=dict)
     method_type: str = "card"
+    # Fraud screening: `awaiting` the rules' verdict, or held for `review`; the authorize
+    # command waits in `held_commands` meanwhile (never sent, never replayed).
+    screening: str | None = None
+    held_commands: tuple[GatewayCommand, ...] = ()
+    fraud_hits: tuple[str, ...] = ()
+    card_fingerprint: str = ""
+    billing_country: str | None = None
+    ip_country: str | None = None
+
+    def screen(self) -> Screen:
+        """The payment as the fraud rules see it."""
+        return Screen(
+            payment_id=self.payment_id,
+            user_id=self.user_id,
+            card=self.card_fingerprint,
+            amount=self.amount.amount,
+            currency=self.amount.currency,
+            at_ms=self.created_at_ms,
+            billing_country=self.billing_country,
+            ip_country=self.ip_country,
+        )
 
     @property
     def refunded_amount(self) -> int:
@@ -256,6 +307,8 @@ class Decision:
     commands: tuple[GatewayCommand, ...] = ()
     refund_changes: tuple[RefundChange, ...] = ()
     ignored: str | None = None  # why the input moved no status, when it did not
+    screens: tuple[Screen, ...] = ()  # payments for the fraud rules to screen
+    declines: tuple[Screen, ...] = ()  # declined cards, for the fraud rules' history
 
 
 def command_id(payment_id: str, operation: Operation, attempt: int = 1) -> str:
@@ -263,14 +316,23 @@ def command_id(payment_id: str, operation: Operation, attempt: int = 1) -> str:
     return f"{payment_id}:{operation.value}:{attempt}"
 
 
-def decide(state: Payment | None, event: Input) -> Decision:
-    decision = _decide(state, event)
+def decide(state: Payment | None, event: Input, *, screening: bool = False) -> Decision:
+    """What `event` does to the payment. With `screening`, a new payment waits for the fraud
+    rules' verdict before its authorize command is sent, and a card decline is reported to
+    them."""
+    if isinstance(event, PaymentRequested):
+        decision = _on_request(state, event, screening=screening)
+    else:
+        decision = _decide(state, event)
     if decision.ignored in _REPLAYS and decision.state is not None:
         return _replay(decision)
     new = decision.state
     if new is not None and new != state:
-        version = state.version + 1 if state is not None else 1
-        return dataclasses.replace(decision, state=dataclasses.replace(new, version=version))
+        new = dataclasses.replace(new, version=state.version + 1 if state is not None else 1)
+        decision = dataclasses.replace(decision, state=new)
+        declined = new.status is PaymentStatus.FAILED and new.decline_code is not None
+        if screening and declined and (state is None or state.status is not PaymentStatus.FAILED):
+            decision = dataclasses.replace(decision, declines=(new.screen(),))
     return decision
 
 
@@ -289,7 +351,9 @@ def _replay(decision: Decision) -> Decision:
     refused refund's `failed` record included; consumers dedupe by seq."""
     state = decision.state
     assert state is not None
-    commands = state.pending_commands if decision.ignored == "duplicate_request" else ()
+    repeated = decision.ignored == "duplicate_request"
+    commands = state.pending_commands if repeated else ()
+    screens = (state.screen(),) if repeated and state.screening == _AWAITING else ()
     changes = (state.last_change,) if state.last_change is not None else ()
     refunds = tuple(
         _refund_change(
@@ -300,12 +364,18 @@ def _replay(decision: Decision) -> Decision:
         )
         for line in state.refunds
     )
-    return dataclasses.replace(decision, commands=commands, changes=changes, refund_changes=refunds)
+    return dataclasses.replace(
+        decision, commands=commands, changes=changes, refund_changes=refunds, screens=screens
+    )
 
 
 def _decide(state: Payment | None, event: Input) -> Decision:
     if isinstance(event, PaymentRequested):
-        return _on_request(state, event)
+        return _on_request(state, event, screening=False)
+    if isinstance(event, FraudVerdict):
+        return _on_verdict(state, event)
+    if isinstance(event, ReviewDecided):
+        return _on_review(state, event)
     if isinstance(event, GatewayOutcome):
         return _on_outcome(state, event)
     if isinstance(event, GatewayNotice):
@@ -319,7 +389,7 @@ def _decide(state: Payment | None, event: Input) -> Decision:
     return _on_refund_outcome(state, event)
 
 
-def _on_request(state: Payment | None, req: PaymentRequested) -> Decision:
+def _on_request(state: Payment | None, req: PaymentRequested, *, screening: bool) -> Decision:
     if state is not None:
         reason = (
             "duplicate_request" if state.fingerprint == req.fingerprint else "idempotency_conflict"
@@ -343,6 +413,9 @@ def _on_request(state: Payment | None, req: PaymentRequested) -> Decision:
         fallbacks=req.fallbacks,
         method_tokens=dict(req.method_tokens),
         method_type=req.method_type,
+        card_fingerprint=req.card_fingerprint,
+        billing_country=req.billing_country,
+        ip_country=req.ip_country,
     )
     change = StatusChange(
         payment_id=req.payment_id,
@@ -366,8 +439,84 @@ def _on_request(state: Payment | None, req: PaymentRequested) -> Decision:
         issued_at_ms=req.requested_at_ms,
         method_type=req.method_type,
     )
+    if screening:  # the command waits for the fraud rules' verdict
+        payment = dataclasses.replace(
+            payment, held_commands=(command,), screening=_AWAITING, last_change=change
+        )
+        return Decision(payment, changes=(change,), screens=(payment.screen(),))
     payment = dataclasses.replace(payment, pending_commands=(command,), last_change=change)
     return Decision(payment, changes=(change,), commands=(command,))
+
+
+_AWAITING = "awaiting"
+_HELD = "review"
+
+
+def _release(state: Payment) -> Decision:
+    """Send the held authorize command: the payment goes to its gateway."""
+    new = dataclasses.replace(
+        state,
+        screening=None,
+        held_commands=(),
+        pending_commands=(*state.pending_commands, *state.held_commands),
+    )
+    return Decision(new, commands=state.held_commands)
+
+
+def _on_verdict(state: Payment | None, verdict: FraudVerdict) -> Decision:
+    if state is None:
+        return Decision(None, ignored="unknown_payment")
+    if state.screening != _AWAITING:
+        return Decision(state, ignored="duplicate_verdict")
+    hits = verdict.hits
+    if verdict.outcome is Outcome.ALLOW:
+        return _release(dataclasses.replace(state, fraud_hits=hits))
+    held = verdict.outcome is Outcome.REVIEW
+    decision = _advance(
+        dataclasses.replace(state, fraud_hits=hits),
+        key=f"fraud={verdict.outcome.value}",
+        status=PaymentStatus.IN_REVIEW if held else PaymentStatus.FAILED,
+        source=Source.FRAUD,
+        occurred_at_ms=verdict.occurred_at_ms,
+        gateway_reference=None,
+        captured_amount=0,
+        decline_code=None,
+        error_code=None if held else "fraud_suspected",
+        outstanding=state.outstanding_command if held else None,
+    )
+    assert decision.state is not None
+    screening, commands = (_HELD, state.held_commands) if held else (None, ())
+    new = dataclasses.replace(decision.state, screening=screening, held_commands=commands)
+    return dataclasses.replace(decision, state=new)
+
+
+def _on_review(state: Payment | None, review: ReviewDecided) -> Decision:
+    """A person approves a held payment (its authorize command goes out) or rejects it."""
+    if state is None:
+        return Decision(None, ignored="unknown_payment")
+    key = f"review:{review.request_id}=request"
+    if key in state.recent_inputs:
+        return Decision(state, ignored="duplicate_request")
+    if state.screening != _HELD:
+        return Decision(state, ignored=f"not_in_review:{state.status.value}")
+    state = dataclasses.replace(state, recent_inputs=_remember(state.recent_inputs, key))
+    if review.approve:
+        return _release(state)
+    decision = _advance(
+        state,
+        key=key,
+        status=PaymentStatus.FAILED,
+        source=Source.REVIEW,
+        occurred_at_ms=review.requested_at_ms,
+        gateway_reference=None,
+        captured_amount=0,
+        decline_code=None,
+        error_code="fraud_rejected",
+        outstanding=None,
+    )
+    assert decision.state is not None
+    new = dataclasses.replace(decision.state, screening=None, held_commands=())
+    return dataclasses.replace(decision, state=new)
 
 
 def _on_outcome(state: Payment | None, out: GatewayOutcome) -> Decision:
@@ -630,7 +779,12 @@ def _advance(
 
 _NO_ANSWER = frozenset({PaymentStatus.FAILED, PaymentStatus.UNKNOWN})
 _AWAITING_CAPTURE = frozenset(
-    {PaymentStatus.REQUIRES_ACTION, PaymentStatus.PROCESSING, PaymentStatus.PENDING}
+    {
+        PaymentStatus.REQUIRES_ACTION,
+        PaymentStatus.PROCESSING,
+        PaymentStatus.PENDING,
+        PaymentStatus.IN_REVIEW,
+    }
 )
 _CAPTURABLE = frozenset({PaymentStatus.AUTHORIZED})
 _CANCELABLE = frozenset({PaymentStatus.AUTHORIZED, PaymentStatus.REQUIRES_ACTION})

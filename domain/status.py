@@ -17,6 +17,7 @@ class PaymentStatus(StrEnum):
     REFUNDED = "refunded"
     DISPUTED = "disputed"
     UNKNOWN = "unknown"  # a gateway timeout: we do not know whether money moved
+    IN_REVIEW = "in_review"  # held by the fraud rules for a person to approve or reject
 
 
 S = PaymentStatus
@@ -35,7 +36,9 @@ _BEFORE_OUTCOME = {S.REQUIRES_ACTION, S.PROCESSING, S.UNKNOWN}
 _OUTCOMES = {S.AUTHORIZED, S.SUCCEEDED, S.FAILED, S.CANCELED, S.DISPUTED}
 
 ALLOWED: dict[PaymentStatus, frozenset[PaymentStatus]] = {
-    S.PENDING: frozenset(_BEFORE_OUTCOME | _OUTCOMES),
+    S.PENDING: frozenset(_BEFORE_OUTCOME | _OUTCOMES | {S.IN_REVIEW}),
+    # Approved, the payment goes to its gateway and stays `in_review` until it answers.
+    S.IN_REVIEW: frozenset(_BEFORE_OUTCOME | _OUTCOMES),
     # `unknown` only ever follows `pending`: once the gateway told us anything, a later
     # timeout must not erase what we know.
     S.UNKNOWN: frozenset({S.REQUIRES_ACTION, S.PROCESSING} | _OUTCOMES),

@@ -28,7 +28,7 @@ from ingress.guards import (
     require_idempotency_key,
     validate,
 )
-from ingress.models import ActionAccepted, CaptureBody, RefundAccepted, RefundBody
+from ingress.models import ActionAccepted, CaptureBody, RefundAccepted, RefundBody, ReviewBody
 from ingress.reads import read_document
 from schemas import codec
 from streams import names
@@ -55,11 +55,21 @@ async def _payment(request: Request, payment_id: str) -> dict[str, Any]:
     return found
 
 
+async def review_payment(request: Request) -> JSONResponse:
+    """Approve or reject a payment the fraud rules held (`in_review`)."""
+    body = await _body(request, ReviewBody)
+    return await _action(request, body.decision)
+
+
 async def _action(request: Request, action: str) -> JSONResponse:
     payment_id = request.path_params["payment_id"]
     key = require_idempotency_key(request)
     body = await _body(request, CaptureBody) if action == "capture" else None
-    await _payment(request, payment_id)
+    payment = await _payment(request, payment_id)
+    if action in ("approve", "reject") and payment["status"] != "in_review":
+        raise ApiError(
+            409, "payment_not_in_review", f"the payment is {payment['status']}, not in_review"
+        )
     amount = body.amount if body is not None else None
     fingerprint = json.dumps({"amount": amount})
     await check_idempotency(request, f"{action}:{payment_id}:{key}", payment_id, fingerprint)

@@ -14,7 +14,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ingress.actions import cancel_payment, capture_payment, create_refund, get_refund
+from ingress.actions import (
+    cancel_payment,
+    capture_payment,
+    create_refund,
+    get_refund,
+    review_payment,
+)
 from ingress.dashboard import dashboard_data, dashboard_icon, dashboard_page, dashboard_script
 from ingress.errors import ApiError, handle_api_error, handle_http_exception, handle_unexpected
 from ingress.kafka import Producer
@@ -80,6 +86,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/v1/payments/{payment_id}/capture", capture_payment, methods=["POST"]),
             Route("/v1/payments/{payment_id}/cancel", cancel_payment, methods=["POST"]),
             Route("/v1/payments/{payment_id}/refunds", create_refund, methods=["POST"]),
+            Route("/v1/payments/{payment_id}/review", review_payment, methods=["POST"]),
             Route("/v1/refunds", list_refunds, methods=["GET"]),
             Route("/v1/refunds/{refund_id}", get_refund, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),

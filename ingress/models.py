@@ -25,6 +25,7 @@ MetaValue = Annotated[str, StringConstraints(max_length=500)]
 IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,255}$"
 
 
+Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
 GatewayName = Literal["stripe", "paypal", "square"]
 
 
@@ -36,6 +37,11 @@ class PaymentMethod(BaseModel):
         default=None,
         description="A gateway token (pm_..., cnon:..., a vault id); never a card number. "
         "Used with whichever gateway the payment goes to.",
+    )
+    fingerprint: Token | None = Field(
+        default=None,
+        description="The card's fingerprint from the gateway (e.g. Stripe's card.fingerprint), "
+        "for the fraud rules' per-card history; omitted: the token stands for the card.",
     )
     gateway_tokens: Annotated[dict[GatewayName, Token], Field(min_length=1)] | None = Field(
         default=None,
@@ -71,6 +77,12 @@ class CreatePayment(BaseModel):
     )
     payment_method: PaymentMethod
     capture: Literal["automatic", "manual"] = "automatic"
+    billing_country: Country | None = Field(
+        default=None, description="ISO 3166-1 alpha-2; with ip_country, for the fraud rules"
+    )
+    ip_country: Country | None = Field(
+        default=None, description="ISO 3166-1 alpha-2 country of the customer's IP address"
+    )
     metadata: Annotated[dict[MetaKey, MetaValue], Field(max_length=20)] = Field(
         default_factory=dict
     )
@@ -143,9 +155,15 @@ class RefundBody(BaseModel):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+class ReviewBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    decision: Literal["approve", "reject"]
+
+
 class ActionAccepted(BaseModel):
     payment_id: str
-    action: Literal["capture", "cancel"]
+    action: Literal["capture", "cancel", "approve", "reject"]
     status: Literal["requested"] = "requested"
 
 

@@ -67,6 +67,9 @@ async def create_payment(request: Request) -> JSONResponse:
         "capture": body.capture,
         "metadata": body.metadata,
         "requested_at": now_ms,
+        "card_fingerprint": body.payment_method.fingerprint,
+        "billing_country": body.billing_country,
+        "ip_country": body.ip_country,
     }
     # Re-produced on a repeat too: if the first attempt never reached Kafka this one does,
     # and the payment agent drops a duplicate by payment id.

@@ -5,10 +5,12 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from domain.fraud import FraudRules, Outcome, parse_amounts, parse_limits
 from domain.janitor import Schedule
 from domain.routing import DEFAULT_RULES, Rule, parse_rules
 
@@ -75,6 +77,16 @@ class Settings(BaseSettings):
     # seconds). A window closes grace_s after its end (its record is then `final`), is kept
     # retention_s after its end for late attempts, and changed windows are emitted every
     # emit_interval_s.
+    # Fraud rules (`domain/fraud.py`), screened in the stream before any gateway call.
+    # Limits: `<count>/<window s>:<review|block>`, comma-separated (more than count payments
+    # in the window); amounts: `<currency>:<minor units>:<review|block>` (at or above);
+    # declines: that many declines on the card in the window; empty turns a rule off.
+    fraud_enabled: bool = True
+    fraud_user_velocity: str = ""
+    fraud_card_velocity: str = ""
+    fraud_declines: str = ""
+    fraud_amounts: str = "USD:5000000:review,EUR:5000000:review,GBP:5000000:review"
+    fraud_country_mismatch: str = "review"
     metrics_windows_s: str = "60,3600"
     metrics_grace_s: float = Field(default=10.0, ge=0)
     metrics_retention_s: float = Field(default=7200.0, gt=0)
@@ -130,6 +142,34 @@ class Settings(BaseSettings):
     def _schedule_parses(cls, value: str) -> str:
         Schedule(steps_ms=_steps_ms(value))  # raises ValueError: a clear startup error
         return value
+
+    @field_validator("fraud_user_velocity", "fraud_card_velocity", "fraud_declines")
+    @classmethod
+    def _limits_parse(cls, value: str, info: Any) -> str:
+        parse_limits(value, info.field_name)
+        return value
+
+    @field_validator("fraud_amounts")
+    @classmethod
+    def _amounts_parse(cls, value: str) -> str:
+        parse_amounts(value, "fraud_amounts")
+        return value
+
+    @field_validator("fraud_country_mismatch")
+    @classmethod
+    def _outcome_parses(cls, value: str) -> str:
+        Outcome(value)
+        return value
+
+    @property
+    def fraud_rules(self) -> FraudRules:
+        return FraudRules(
+            user_velocity=parse_limits(self.fraud_user_velocity, "fraud_user_velocity"),
+            card_velocity=parse_limits(self.fraud_card_velocity, "fraud_card_velocity"),
+            declines=parse_limits(self.fraud_declines, "fraud_declines"),
+            amounts=parse_amounts(self.fraud_amounts, "fraud_amounts"),
+            country_mismatch=Outcome(self.fraud_country_mismatch),
+        )
 
     @field_validator("metrics_windows_s")
     @classmethod

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from faust.worker import Worker
 from prometheus_client import REGISTRY
 
-from agents import analytics, executor, janitor, pages, payment, projection
+from agents import analytics, executor, fraud, janitor, pages, payment, projection
 from agents.breaker import breakers_for
 from agents.metrics import ConsumerLag
 from gateways.base import Gateway
@@ -88,7 +88,10 @@ def run_worker(settings: Settings) -> None:
         sweep_every_ms=int(settings.dedup_sweep_interval_s * 1000),
         schedule=schedule,
         bootstrap=settings.kafka_bootstrap,
+        screening=settings.fraud_enabled,
     )
+    if settings.fraud_enabled:
+        fraud.register(app, topics, tables, settings.fraud_rules)
     breakers = breakers_for(
         sorted(gateways), failures=settings.breaker_failures, reset_after_s=settings.breaker_reset_s
     )

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from domain.errors import SerializationError
+from domain.fraud import Outcome, Screen, outcome_of
 from domain.metrics import DEFAULT_METHOD, Attempt
 from domain.money import Money
 from domain.payment import (
@@ -13,11 +14,13 @@ from domain.payment import (
     CaptureMode,
     CaptureRequested,
     CardSummary,
+    FraudVerdict,
     GatewayCommand,
     GatewayOutcome,
     Operation,
     Payment,
     PaymentRequested,
+    ReviewDecided,
     Source,
     StatusChange,
     StatusChecked,
@@ -52,6 +55,9 @@ def payment_requested_from_record(rec: dict[str, Any]) -> PaymentRequested:
             fallbacks=tuple(rec.get("fallback_gateways") or ()),
             method_tokens=dict(rec.get("method_tokens") or {}),
             method_type=rec["payment_method"]["type"],
+            card_fingerprint=rec.get("card_fingerprint") or rec["payment_method"]["token"],
+            billing_country=rec.get("billing_country"),
+            ip_country=rec.get("ip_country"),
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise SerializationError(f"invalid PaymentRequested: {exc}") from exc
@@ -159,13 +165,18 @@ def result_from_record(rec: dict[str, Any]) -> GatewayOutcome | RefundOutcome:
         raise SerializationError(f"invalid refund GatewayResult: {exc}") from exc
 
 
-def action_from_record(rec: dict[str, Any]) -> CaptureRequested | CancelRequested:
+def action_from_record(
+    rec: dict[str, Any],
+) -> CaptureRequested | CancelRequested | ReviewDecided:
     try:
         at = to_ms(rec["requested_at"])
         if rec["action"] == "capture":
             return CaptureRequested(rec["payment_id"], rec["request_id"], at, rec.get("amount"))
         if rec["action"] == "cancel":
             return CancelRequested(rec["payment_id"], rec["request_id"], at)
+        if rec["action"] in ("approve", "reject"):
+            approve = rec["action"] == "approve"
+            return ReviewDecided(rec["payment_id"], rec["request_id"], approve, at)
     except (KeyError, ValueError, TypeError) as exc:
         raise SerializationError(f"invalid PaymentAction: {exc}") from exc
     raise SerializationError(f"unknown payment action {rec.get('action')!r}")
@@ -332,3 +343,57 @@ def attempt_from_record(rec: dict[str, Any]) -> Attempt:
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise SerializationError(f"invalid PaymentAttempt: {exc}") from exc
+
+
+def screen_to_record(screen: Screen, *, kind: str) -> dict[str, Any]:
+    """A `fraud_check` record: a payment to screen, or (`decline`) a declined card."""
+    return {
+        "kind": kind,
+        "payment_id": screen.payment_id,
+        "user_id": screen.user_id,
+        "card": screen.card,
+        "amount": screen.amount,
+        "currency": screen.currency,
+        "billing_country": screen.billing_country,
+        "ip_country": screen.ip_country,
+        "hits": list(screen.hits),
+        "at": screen.at_ms,
+    }
+
+
+def screen_from_record(rec: dict[str, Any]) -> tuple[str, Screen]:
+    try:
+        return rec["kind"], Screen(
+            payment_id=rec["payment_id"],
+            user_id=rec["user_id"],
+            card=rec["card"],
+            amount=int(rec["amount"]),
+            currency=rec["currency"],
+            at_ms=to_ms(rec["at"]),
+            billing_country=rec.get("billing_country"),
+            ip_country=rec.get("ip_country"),
+            hits=tuple(rec.get("hits") or ()),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise SerializationError(f"invalid FraudCheck: {exc}") from exc
+
+
+def verdict_to_record(payment_id: str, hits: tuple[str, ...], at_ms: int) -> dict[str, Any]:
+    return {
+        "payment_id": payment_id,
+        "outcome": outcome_of(hits).value,
+        "hits": list(hits),
+        "occurred_at": at_ms,
+    }
+
+
+def verdict_from_record(rec: dict[str, Any]) -> FraudVerdict:
+    try:
+        return FraudVerdict(
+            payment_id=rec["payment_id"],
+            outcome=Outcome(rec["outcome"]),
+            hits=tuple(rec.get("hits") or ()),
+            occurred_at_ms=to_ms(rec["occurred_at"]),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise SerializationError(f"invalid FraudVerdict: {exc}") from exc

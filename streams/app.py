@@ -48,6 +48,9 @@ class Topics:
     refund_status: Any
     payment_analytics: Any
     payment_checks: Any  # for sending; consumed through payment_inputs
+    fraud_checks: Any  # keyed by user id
+    fraud_card_checks: Any  # keyed by card fingerprint
+    fraud_verdicts: Any  # for sending; consumed through payment_inputs
     analytics_by_dims: Any  # payment_analytics re-keyed for the metrics windows
     payment_metrics: Any
     dead_letter: Any
@@ -73,6 +76,9 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         refund_status=topic(names.REFUND_STATUS),
         payment_analytics=topic(names.PAYMENT_ANALYTICS),
         payment_checks=topic(names.PAYMENT_CHECKS),
+        fraud_checks=topic(names.FRAUD_CHECKS),
+        fraud_card_checks=topic(names.FRAUD_CARD_CHECKS),
+        fraud_verdicts=topic(names.FRAUD_VERDICTS),
         analytics_by_dims=topic(names.ANALYTICS_BY_DIMS),
         payment_metrics=topic(names.PAYMENT_METRICS),
         dead_letter=topic(names.DEAD_LETTER),

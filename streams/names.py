@@ -9,6 +9,9 @@ GATEWAY_COMMANDS = "gateway_commands"  # GatewayCommand, payment agent -> execut
 GATEWAY_RESULTS = "gateway_results"  # GatewayResult, executor -> payment agent
 GATEWAY_EVENTS = "gateway_events"  # GatewayEvent, verified webhooks from the ingress
 PAYMENT_CHECKS = "payment_checks"  # PaymentCheck, the janitor's answers from the gateways
+FRAUD_VERDICTS = "fraud_verdicts"  # FraudVerdict, the fraud rules' answer -> payment agent
+FRAUD_CHECKS = "fraud_checks"  # FraudCheck keyed by user_id: the fraud rules' first stage
+FRAUD_CARD_CHECKS = "fraud_card_checks"  # FraudCheck keyed by card: the second stage
 PAYMENT_STATUS = "payment_status"  # PaymentStatus, one per transition, for consumers
 REFUND_STATUS = "refund_status"  # RefundStatus, one per refund transition
 PAYMENT_ANALYTICS = "payment_analytics"  # PaymentAttempt, one per gateway attempt outcome
@@ -25,6 +28,7 @@ PAYMENT_INPUTS = (
     GATEWAY_RESULTS,
     GATEWAY_EVENTS,
     PAYMENT_CHECKS,
+    FRAUD_VERDICTS,
 )
 
 # Every input about a payment is keyed by payment id, so these must share a partition count.
@@ -39,10 +43,13 @@ KEYED_TOPICS = (
     GATEWAY_EVENTS,
     PAYMENT_CHECKS,
     PAYMENT_STATUS,
+    FRAUD_VERDICTS,
 )
 # Keyed by window and dimensions; the metrics table shares the partitions of the first.
 METRICS_TOPICS = (ANALYTICS_BY_DIMS, PAYMENT_METRICS)
-ALL_TOPICS = (*KEYED_TOPICS, *METRICS_TOPICS, DEAD_LETTER)
+# Keyed by user id and by card: each fraud stage's table shares its topic's partitions.
+FRAUD_TOPICS = (FRAUD_CHECKS, FRAUD_CARD_CHECKS)
+ALL_TOPICS = (*KEYED_TOPICS, *METRICS_TOPICS, *FRAUD_TOPICS, DEAD_LETTER)
 
 # payment_analytics_by_dims headers: where the attempt was read from, to recognise a redelivery
 SOURCE_PARTITION = "source-partition"

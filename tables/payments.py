@@ -22,6 +22,8 @@ class Tables:
     janitor: DueIndex  # payments due for a status check with their gateway, soonest first
     inputs: Any  # "<topic>:<partition>" -> the last input offset applied (streams.ledger)
     metrics: Any  # metrics windows' totals, and an index of them by end time (agents.analytics)
+    fraud_users: Any  # user id -> recent payments, for the fraud rules' first stage
+    fraud_cards: Any  # card -> recent payments and declines, for the second stage
 
 
 def declare_tables(app: faust.App, settings: Settings) -> Tables:
@@ -63,6 +65,10 @@ def declare_tables(app: faust.App, settings: Settings) -> Tables:
         ),
         metrics=table(
             "metrics", "Tumbling-window totals of gateway attempts, by window and dimensions."
+        ),
+        fraud_users=table("fraud_users", "Recent payments per user, for the fraud rules."),
+        fraud_cards=table(
+            "fraud_cards", "Recent payments and declines per card, for the fraud rules."
         ),
     )
 

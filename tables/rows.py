@@ -54,6 +54,12 @@ def payment_to_row(p: Payment) -> dict[str, Any]:
         "fallbacks": list(p.fallbacks),
         "method_tokens": dict(p.method_tokens),
         "method_type": p.method_type,
+        "screening": p.screening,
+        "held_commands": [_command_row(c) for c in p.held_commands],
+        "fraud_hits": list(p.fraud_hits),
+        "card_fingerprint": p.card_fingerprint,
+        "billing_country": p.billing_country,
+        "ip_country": p.ip_country,
     }
 
 
@@ -87,6 +93,12 @@ def payment_from_row(row: dict[str, Any]) -> Payment:
         fallbacks=tuple(row.get("fallbacks") or ()),
         method_tokens=row.get("method_tokens") or {},
         method_type=row.get("method_type") or "card",
+        screening=row.get("screening"),
+        held_commands=tuple(_command(c) for c in row.get("held_commands") or ()),
+        fraud_hits=tuple(row.get("fraud_hits") or ()),
+        card_fingerprint=row.get("card_fingerprint") or "",
+        billing_country=row.get("billing_country"),
+        ip_country=row.get("ip_country"),
     )
 
 

@@ -88,6 +88,8 @@ def _tables() -> Tables:
         janitor=_due_index()[1],
         inputs={},
         metrics={},
+        fraud_users={},
+        fraud_cards={},
     )
 
 
