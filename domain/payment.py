@@ -671,6 +671,15 @@ def _on_check(state: Payment | None, chk: StatusChecked) -> Decision:
             error_code="gateway_not_charged",
             outstanding=None,
         )
+    if chk.verdict is Verdict.NOT_CHARGED and state.status is PaymentStatus.PENDING:
+        # The gateway never saw the authorize: its command was lost on the way (a stream that
+        # skipped it). Send it again, same idempotency key: a late first copy cannot charge
+        # twice.
+        lost = tuple(
+            c for c in state.pending_commands if c.command_id == state.outstanding_command
+        )
+        if lost:
+            return Decision(checked, commands=lost, ignored="check_not_charged:command_resent")
     return Decision(checked, ignored=f"check_{chk.verdict.value}")
 
 

@@ -96,6 +96,12 @@ def test_absence_never_fails_a_pending_payment() -> None:
     assert state is not None
     d = decide(state, check(state, Verdict.NOT_CHARGED))
     assert d.state is not None and d.state.status is S.PENDING and d.changes == ()
+    # ... but its authorize command, which never reached the gateway, is sent again with the
+    # same idempotency key (a lost command would otherwise leave it pending for good).
+    (cmd,) = d.commands
+    assert cmd == state.pending_commands[0] and cmd.idempotency_key == "pay_1:authorize:1"
+    assert d.ignored == "check_not_charged:command_resent"
+    assert decide(d.state, check(d.state, Verdict.NO_ANSWER)).commands == ()
 
 
 def test_not_found_is_proof_only_for_unknown_and_only_once_old_enough() -> None:
