@@ -37,7 +37,7 @@ from domain.status import PaymentStatus
 from gateways.base import Gateway, LookupRequest
 from gateways.registry import lookup as gateway_named
 from schemas import codec
-from schemas.records import check_to_record, command_to_record
+from schemas.records import check_to_record, command_to_record, screen_to_record
 from streams import names
 from streams.app import Topics
 from tables.payments import Tables
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 _CHECK = codec("payment_check")
 _COMMAND = codec("gateway_command")
+_SCREEN = codec("fraud_check")
 # A check whose answer has not come back after this long is made again.
 _RECHECK_AFTER_S = 60.0
 
@@ -164,9 +165,30 @@ def register(
             error_code="refund_resent",
         )
 
+    async def resend_screen(payment: Payment) -> StatusChecked:
+        """The fraud rules never answered (a check lost on its way): ask them again. Their
+        histories count a payment once, and a second verdict is ignored."""
+        screen = payment.screen()
+        await topics.fraud_checks.send(
+            key=screen.user_id.encode(),
+            value=_SCREEN.encode(screen_to_record(screen, kind="screen")),
+            headers=_SCREEN.headers,
+        )
+        return StatusChecked(
+            payment_id=payment.payment_id,
+            check=payment.checks,
+            source=Source.JANITOR,
+            verdict=Verdict.NO_ANSWER,
+            occurred_at_ms=int(time.time() * 1000),
+            error_code="screen_resent",
+        )
+
     async def ask(payment: Payment) -> None:
         async with slots:
-            if payment.status in CHECKED:
+            answer: StatusChecked | None
+            if payment.awaiting_verdict:
+                answer = await resend_screen(payment)
+            elif payment.status in CHECKED:
                 answer = await check_payment(gateways, breakers, payment, schedule)
             else:
                 answer = await resend_refunds(payment)

@@ -192,7 +192,8 @@ def remember(
 def reschedule(tables: Tables, payment: Payment, schedule: Schedule, *, partition: int) -> None:
     """Put the payment's next janitor check in the due index, or take it out."""
     due = due_at(payment, schedule)
-    if due is None and (payment.status in CHECKED or stuck_refunds(payment)):
+    held = payment.screening is not None and not payment.awaiting_verdict
+    if due is None and not held and (payment.status in CHECKED or stuck_refunds(payment)):
         JANITOR_EXHAUSTED.labels(payment.gateway, payment.status.value).inc()
         log.warning(
             "%s is still %s after the janitor's last check: left for an operator",

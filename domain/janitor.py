@@ -50,10 +50,13 @@ def due_at(payment: Payment, schedule: Schedule) -> int | None:
     """When the payment's next check is due (ms since the epoch), or None: not checked, or
     the schedule is spent. A payment with a refund the gateway never answered is checked on
     the same steps: its refund command is sent again, with the same idempotency key."""
-    if payment.screening is not None:
-        return None  # no gateway has been asked: the fraud rules or a person hold it
     if payment.checks >= len(schedule.steps_ms):
         return None
+    if payment.awaiting_verdict:  # the fraud rules have not answered: send the screen again
+        since = max(payment.updated_at_ms, payment.checked_at_ms)
+        return since + schedule.steps_ms[payment.checks]
+    if payment.screening is not None:
+        return None  # held for a person: no gateway has been asked
     if payment.status not in CHECKED:
         stuck = {c.refund_id for c in stuck_refunds(payment)}
         if not stuck:

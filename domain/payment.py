@@ -279,6 +279,11 @@ class Payment:
     billing_country: str | None = None
     ip_country: str | None = None
 
+    @property
+    def awaiting_verdict(self) -> bool:
+        """Waiting for the fraud rules' verdict (the janitor sends its screen again if late)."""
+        return self.screening == _AWAITING
+
     def screen(self) -> Screen:
         """The payment as the fraud rules see it."""
         return Screen(
@@ -342,7 +347,11 @@ def duplicate(state: Payment, reason: str) -> Decision:
 
 
 # Duplicates that may be redeliveries after a crash: re-emit the outbox with them.
-_REPLAYS = frozenset({"duplicate_request", "duplicate_outcome", "duplicate_event"})
+_REPLAYS = frozenset(
+    {"duplicate_request", "duplicate_outcome", "duplicate_event", "duplicate_verdict"}
+)
+# ... and those that may be redeliveries of the input that issued the pending commands.
+_COMMAND_REPLAYS = frozenset({"duplicate_request", "duplicate_verdict"})
 
 
 def _replay(decision: Decision) -> Decision:
@@ -352,7 +361,7 @@ def _replay(decision: Decision) -> Decision:
     state = decision.state
     assert state is not None
     repeated = decision.ignored == "duplicate_request"
-    commands = state.pending_commands if repeated else ()
+    commands = state.pending_commands if decision.ignored in _COMMAND_REPLAYS else ()
     screens = (state.screen(),) if repeated and state.screening == _AWAITING else ()
     changes = (state.last_change,) if state.last_change is not None else ()
     refunds = tuple(
@@ -675,9 +684,7 @@ def _on_check(state: Payment | None, chk: StatusChecked) -> Decision:
         # The gateway never saw the authorize: its command was lost on the way (a stream that
         # skipped it). Send it again, same idempotency key: a late first copy cannot charge
         # twice.
-        lost = tuple(
-            c for c in state.pending_commands if c.command_id == state.outstanding_command
-        )
+        lost = tuple(c for c in state.pending_commands if c.command_id == state.outstanding_command)
         if lost:
             return Decision(checked, commands=lost, ignored="check_not_charged:command_resent")
     return Decision(checked, ignored=f"check_{chk.verdict.value}")

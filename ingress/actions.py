@@ -19,6 +19,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from domain.ids import refund_id_for
+from domain.keys import Role
+from ingress.auth import check_owner, guard
 from ingress.body import parse_json, read_body, require_json_type
 from ingress.errors import ApiError
 from ingress.guards import (
@@ -56,13 +58,15 @@ async def _payment(request: Request, payment_id: str) -> dict[str, Any]:
 
 
 async def review_payment(request: Request) -> JSONResponse:
-    """Approve or reject a payment the fraud rules held (`in_review`)."""
+    """Approve or reject a payment the fraud rules held (`in_review`): admin only."""
+    await guard(request, Role.ADMIN)
     body = await _body(request, ReviewBody)
     return await _action(request, body.decision)
 
 
 async def _action(request: Request, action: str) -> JSONResponse:
     payment_id = request.path_params["payment_id"]
+    await check_owner(request, payment_id, await guard(request, Role.MERCHANT))
     key = require_idempotency_key(request)
     body = await _body(request, CaptureBody) if action == "capture" else None
     payment = await _payment(request, payment_id)
@@ -96,6 +100,7 @@ async def cancel_payment(request: Request) -> JSONResponse:
 
 
 async def create_refund(request: Request) -> JSONResponse:
+    await guard(request, Role.ADMIN)
     payment_id = request.path_params["payment_id"]
     key = require_idempotency_key(request)
     body: RefundBody = await _body(request, RefundBody)
@@ -145,5 +150,6 @@ async def create_refund(request: Request) -> JSONResponse:
 
 
 async def get_refund(request: Request) -> JSONResponse:
+    await guard(request, Role.ADMIN)
     refund_id = request.path_params["refund_id"]
     return JSONResponse(await read_document(request, refund_key(refund_id), "refund", refund_id))

@@ -15,6 +15,8 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from domain.keys import Role
+from ingress.auth import guard
 from ingress.errors import ApiError
 from streams.readmodel import metrics_index_key, metrics_window_key
 
@@ -49,7 +51,8 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
 
 
 async def dashboard_data(request: Request) -> JSONResponse:
-    """The windows of one size that started in the last `minutes`, oldest first."""
+    """The windows of one size that started in the last `minutes`, oldest first (admin)."""
+    await guard(request, Role.ADMIN)
     size_s = _int_param(request, "window", 60, 1, 86_400)
     minutes = _int_param(request, "minutes", 60, 1, MAX_MINUTES)
     now_ms = int(time.time() * 1000)

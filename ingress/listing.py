@@ -27,8 +27,10 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from domain.keys import Role
 from domain.refunds import RefundState
 from domain.status import PaymentStatus
+from ingress.auth import guard
 from ingress.errors import ApiError
 from ingress.models import GatewayName
 from streams import indexes
@@ -336,8 +338,10 @@ def _text(member: bytes | str) -> str:
 
 
 async def list_payments(request: Request) -> JSONResponse:
+    await guard(request, Role.ADMIN)
     return await _list(request, PAYMENTS, payment_key)
 
 
 async def list_refunds(request: Request) -> JSONResponse:
+    await guard(request, Role.ADMIN)
     return await _list(request, REFUNDS, refund_key)

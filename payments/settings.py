@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.fraud import FraudRules, Outcome, parse_amounts, parse_limits
 from domain.janitor import Schedule
+from domain.keys import parse_keys
 from domain.routing import DEFAULT_RULES, Rule, parse_rules
 
 KNOWN_GATEWAYS = frozenset({"stripe", "paypal", "square"})
@@ -92,6 +93,13 @@ class Settings(BaseSettings):
     metrics_retention_s: float = Field(default=7200.0, gt=0)
     metrics_emit_interval_s: float = Field(default=5.0, gt=0)
 
+    # API keys of the ingress, as digests only: `<name>:<merchant|admin>:<sha256 hex>`,
+    # comma-separated (`payments api-key` makes one). None configured: every API call is 401.
+    api_keys: str = ""
+    # Rate limits of the ingress's API (`ingress/ratelimit.py`), token buckets in Redis:
+    # `<burst>,<requests per second>` per API key and per client IP; `0` turns one off.
+    rate_limit_key: str = "2000,1000"
+    rate_limit_ip: str = "4000,2000"
     # Gateways the ingress accepts, comma-separated.
     enabled_gateways: str = "stripe,paypal,square"
     # Which gateways a payment that names none may go to, in order (`domain.routing`):
@@ -171,6 +179,18 @@ class Settings(BaseSettings):
             country_mismatch=Outcome(self.fraud_country_mismatch),
         )
 
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_parse(cls, value: str) -> str:
+        parse_keys(value)
+        return value
+
+    @field_validator("rate_limit_key", "rate_limit_ip")
+    @classmethod
+    def _rate_limits_parse(cls, value: str, info: Any) -> str:
+        parse_rate_limit(value, info.field_name)
+        return value
+
     @field_validator("metrics_windows_s")
     @classmethod
     def _windows_parse(cls, value: str) -> str:
@@ -226,6 +246,20 @@ def _window_sizes(value: str) -> tuple[int, ...]:
     if not sizes or any(s <= 0 for s in sizes) or len(set(sizes)) != len(sizes):
         raise ValueError(f"metrics_windows_s: distinct whole seconds, comma-separated: {value!r}")
     return sizes
+
+
+def parse_rate_limit(value: str, name: str) -> tuple[int, float]:
+    """`<burst>,<per second>`, e.g. `200,100`; `0` turns the limit off."""
+    if value.strip() == "0":
+        return 0, 0.0
+    try:
+        burst, rate = value.split(",")
+        limit = int(burst), float(rate)
+    except ValueError:
+        raise ValueError(f"{name}: <burst>,<requests per second> or 0, got {value!r}") from None
+    if limit[0] < 1 or limit[1] <= 0:
+        raise ValueError(f"{name}: burst >= 1 and a rate > 0, got {value!r}")
+    return limit
 
 
 def load_settings(**overrides: object) -> Settings:

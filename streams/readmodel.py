@@ -100,3 +100,10 @@ def metrics_document(rec: dict[str, Any], start_ms: int, end_ms: int) -> dict[st
         "window_start": start_ms,
         "window_end": end_ms,
     }
+
+
+OWNER_KEY = "payments:owner:{}"  # payment id -> the name of the API key that created it
+
+
+def owner_key(payment_id: str) -> str:
+    return OWNER_KEY.format(payment_id)

@@ -8,6 +8,14 @@ const MINUTES = Number(params.get("minutes") || 60);
 const REFRESH_S = Number(params.get("refresh") || 5);
 const COLORS = { stripe: "#635bff", square: "#3e4348", paypal: "#009cde", p50: "#2a9d8f", p95: "#e9c46a", p99: "#e76f51" };
 const SVG = "http://www.w3.org/2000/svg";
+// The data needs an admin API key: `?key=` once, then kept in this browser's storage and
+// taken out of the address bar.
+if (params.get("key")) {
+  localStorage.setItem("payments_api_key", params.get("key"));
+  params.delete("key");
+  history.replaceState(null, "", `${location.pathname}?${params}`);
+}
+const KEY = localStorage.getItem("payments_api_key") || "";
 
 function el(tag, attrs, parent) {
   const node = document.createElementNS(SVG, tag);
@@ -138,7 +146,10 @@ function render(data) {
 async function refresh() {
   const status = document.getElementById("status");
   try {
-    const r = await fetch(`/dashboard/data?window=${WINDOW_S}&minutes=${MINUTES}`, { credentials: "same-origin" });
+    const r = await fetch(`/dashboard/data?window=${WINDOW_S}&minutes=${MINUTES}`, {
+      headers: KEY ? { Authorization: `Bearer ${KEY}` } : {},
+    });
+    if (r.status === 401 || r.status === 403) throw new Error("an admin API key is needed: open /dashboard?key=<admin key>");
     if (!r.ok) throw new Error(`HTTP ${r.status}`);
     const data = await r.json();
     render(data);

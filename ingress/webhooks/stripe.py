@@ -39,7 +39,8 @@ class StripeVerifier:
                 else "Stripe signature does not match the body",
                 code="signature_expired" if expired else "signature_invalid",
             ) from None
-        except ValueError:
+        except (ValueError, AttributeError, TypeError):
+            # Signed, but not a JSON object (the SDK fails on `null`, lists, numbers).
             raise WebhookRejected("body is not a JSON event", code="payload_invalid") from None
         return _normalise(event.to_dict(), body)
 

@@ -20,6 +20,20 @@ SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 SQUARE_KEY = "square_signature_key_sandbox"  # the default the ingress uses
 
 
+def auth(endpoints: dict[str, Any], role: str = "admin") -> dict[str, str]:
+    """The Authorization header of the stack's API key of `role` (admin can do everything)."""
+    return {"Authorization": f"Bearer {endpoints[f'{role}_api_key']}"}
+
+
+def api_client(stack: Any, timeout: float = 15, role: str = "admin") -> httpx.Client:
+    """An HTTP client of the stack's ingress, with its API key of `role`."""
+    return httpx.Client(
+        base_url=stack.endpoints["ingress_url"],
+        timeout=timeout,
+        headers=auth(stack.endpoints, role),
+    )
+
+
 def payment_body(token: str = "pm_card_visa", **over: Any) -> dict[str, Any]:
     body = {
         "order_id": f"o-{uuid.uuid4().hex[:8]}",

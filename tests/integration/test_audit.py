@@ -10,13 +10,18 @@ import sys
 import time
 import uuid
 
-import httpx
 import pytest
 import redis
 
 from payments.devstack import DevStack
 from streams.readmodel import payment_key
-from tests.integration.helpers import payment_body, post_payment, wait_settled, wait_status
+from tests.integration.helpers import (
+    api_client,
+    payment_body,
+    post_payment,
+    wait_settled,
+    wait_status,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -38,7 +43,7 @@ def _audit(stack: DevStack, *ids: str, against: str = "sandbox") -> tuple[int, l
 
 
 def test_audit_agrees_with_the_ledger_then_reports_a_planted_mismatch(stack: DevStack) -> None:
-    client = httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=15)
+    client = api_client(stack, timeout=15)
     paid = post_payment(client, payment_body("pm_card_visa")).json()["payment_id"]
     declined = post_payment(client, payment_body("pm_card_chargeDeclined")).json()["payment_id"]
     wait_settled(client, paid)
@@ -76,7 +81,7 @@ def test_audit_agrees_with_the_ledger_then_reports_a_planted_mismatch(stack: Dev
 def test_audit_against_the_gateways_own_apis(stack: DevStack) -> None:
     """`--against gateways`: Stripe's and Square's list APIs and PayPal by reference, through
     the official SDKs; a charge the pipeline does not show as captured is reported."""
-    client = httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=15)
+    client = api_client(stack, timeout=15)
     ids = [
         post_payment(client, payment_body(token, gateway=gateway)).json()["payment_id"]
         for gateway, token in (

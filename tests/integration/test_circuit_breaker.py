@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from payments.devstack import DevStack
-from tests.integration.helpers import payment_body, post_payment, wait_status
+from tests.integration.helpers import api_client, payment_body, post_payment, wait_status
 
 pytestmark = pytest.mark.stack
 SQUARE_OK = "cnon:card-nonce-ok"
@@ -22,7 +22,7 @@ def _circuit(stack: DevStack) -> str:
 
 
 def test_an_unavailable_gateway_opens_and_then_closes_its_circuit(stack: DevStack) -> None:
-    client = httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=15)
+    client = api_client(stack, timeout=15)
     sandbox = httpx.Client(base_url=stack.endpoints["sandbox_url"], timeout=15)
     assert _circuit(stack) == "closed"
     sandbox.post("/_sandbox/faults/square", json={"unavailable": True}).raise_for_status()

@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from payments.procs import free_port
+from tests.integration.helpers import payment_body
 
 pytestmark = pytest.mark.stack
 
@@ -54,7 +55,23 @@ def test_dev_serves_picks_a_free_port_and_stops_with_no_orphans(tmp_path: Path) 
             endpoints = json.loads(endpoints_file.read_text())
             assert set(endpoints) >= {"ingress_url", "kafka_bootstrap", "redis_url", "sandbox_url"}
             assert not endpoints["ingress_url"].endswith(f":{busy}")
-            assert httpx.get(f"{endpoints['ingress_url']}/readyz").status_code == 200
+            ingress = endpoints["ingress_url"]
+            assert httpx.get(f"{ingress}/readyz").status_code == 200
+            assert endpoints_file.stat().st_mode & 0o777 == 0o600  # it holds the API keys
+            merchant = {"Authorization": f"Bearer {endpoints['merchant_api_key']}"}
+            admin = {"Authorization": f"Bearer {endpoints['admin_api_key']}"}
+            body = payment_body("pm_card_visa")
+            refused = httpx.post(f"{ingress}/v1/payments", json=body)
+            assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+            created = httpx.post(
+                f"{ingress}/v1/payments", json=body, headers={**merchant, "Idempotency-Key": "k1"}
+            )
+            assert created.status_code == 202, created.text
+            pid = created.json()["payment_id"]
+            for who in (merchant, admin):
+                assert httpx.get(f"{ingress}/v1/payments/{pid}", headers=who).status_code == 200
+            assert httpx.get(f"{ingress}/v1/payments", headers=merchant).status_code == 403
+            assert httpx.get(f"{ingress}/v1/payments", headers=admin).status_code == 200
             children = psutil.Process(proc.pid).children(recursive=True)
             names = " ".join(" ".join(c.cmdline()) for c in children)
             for part in ("tansu", "redis-server", "sandbox", "worker", "ingress"):
@@ -65,6 +82,8 @@ def test_dev_serves_picks_a_free_port_and_stops_with_no_orphans(tmp_path: Path) 
     text = out.decode()
     assert proc.returncode == 0, text
     assert f"ingress port {busy} is taken; using" in text
+    assert text.count(endpoints["admin_api_key"]) == 1  # printed once
+    assert text.count(endpoints["merchant_api_key"]) == 1
     _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, f"orphans left: {alive}"
 

@@ -15,7 +15,13 @@ import pytest
 from payments.devstack import DevStack
 from schemas import decode
 from streams import names
-from tests.integration.helpers import payment_body, post_payment, scan_topic, wait_settled
+from tests.integration.helpers import (
+    api_client,
+    payment_body,
+    post_payment,
+    scan_topic,
+    wait_settled,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -31,7 +37,7 @@ TOKENS = [
 
 def run(stack: DevStack, prefix: str, *, kill: bool) -> dict[int, str]:
     """Post N payments concurrently (killing the worker twice meanwhile if asked); wait."""
-    client = httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=30)
+    client = api_client(stack, timeout=30)
 
     def post(i: int) -> tuple[int, str]:
         gateway, token = TOKENS[i % len(TOKENS)]
@@ -89,7 +95,7 @@ def _diagnose(stack: DevStack, pid: str) -> None:
 
 
 def read_model(stack: DevStack, ids: dict[int, str]) -> dict[int, tuple]:
-    client = httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=30)
+    client = api_client(stack, timeout=30)
     out = {}
     for i, pid in ids.items():
         d = client.get(f"/v1/payments/{pid}").json()

@@ -15,7 +15,7 @@ import pytest
 
 from payments.devstack import DevStack
 from tests.conftest import running_stack
-from tests.integration.helpers import payment_body, post_payment, wait_settled
+from tests.integration.helpers import api_client, auth, payment_body, post_payment, wait_settled
 
 pytestmark = pytest.mark.stack
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -45,8 +45,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, external_services: Any) -> I
         yield s
 
 
-def _traffic(ingress: str, rounds: int = 3) -> None:
-    with httpx.Client(base_url=ingress, timeout=15) as client:
+def _traffic(stack: DevStack, rounds: int = 3) -> None:
+    with api_client(stack) as client:
         for round_ in range(rounds):
             ids = []
             for i, (gateway, token) in enumerate(TOKENS * 2):
@@ -59,11 +59,16 @@ def _traffic(ingress: str, rounds: int = 3) -> None:
                 time.sleep(5)  # the next round lands in the next 5 s window
 
 
-def _wait_for_windows(ingress: str, at_least: int) -> list[dict[str, Any]]:
+def _wait_for_windows(stack: DevStack, at_least: int) -> list[dict[str, Any]]:
+    ingress = stack.endpoints["ingress_url"]
     deadline = time.monotonic() + 30
     windows: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        r = httpx.get(f"{ingress}/dashboard/data?window=5&minutes=10", timeout=10)
+        r = httpx.get(
+            f"{ingress}/dashboard/data?window=5&minutes=10",
+            timeout=10,
+            headers=auth(stack.endpoints),
+        )
         assert r.status_code == 200, r.text
         windows = r.json()["windows"]
         if len({w["window_start"] for w in windows}) >= at_least:
@@ -73,16 +78,20 @@ def _wait_for_windows(ingress: str, at_least: int) -> list[dict[str, Any]]:
 
 
 def test_the_data_endpoint_refuses_bad_parameters(stack: DevStack) -> None:
-    r = httpx.get(f"{stack.endpoints['ingress_url']}/dashboard/data?window=-3", timeout=10)
+    url = f"{stack.endpoints['ingress_url']}/dashboard/data"
+    r = httpx.get(f"{url}?window=-3", timeout=10, headers=auth(stack.endpoints))
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request"
+    assert httpx.get(url, timeout=10).status_code == 401
+    merchant = httpx.get(url, timeout=10, headers=auth(stack.endpoints, "merchant"))
+    assert merchant.status_code == 403 and merchant.json()["error"]["code"] == "forbidden"
 
 
 def test_the_dashboard_renders_live_charts(stack: DevStack) -> None:
     from playwright.sync_api import sync_playwright
 
     ingress = stack.endpoints["ingress_url"]
-    _traffic(ingress)
-    windows = _wait_for_windows(ingress, at_least=2)
+    _traffic(stack)
+    windows = _wait_for_windows(stack, at_least=2)
     assert {w["gateway"] for w in windows} >= {"stripe", "square", "paypal"}
 
     shot = stack.opts.state_dir / "dashboard.png"
@@ -93,7 +102,8 @@ def test_the_dashboard_renders_live_charts(stack: DevStack) -> None:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.goto(f"{ingress}/dashboard?window=5&minutes=10&refresh=1")
+            key = stack.endpoints["admin_api_key"]
+            page.goto(f"{ingress}/dashboard?window=5&minutes=10&refresh=1&key={key}")
             page.wait_for_selector("body[data-loaded=true]", timeout=15_000)
             for chart in ("throughput", "success", "latency"):
                 page.wait_for_function(

@@ -13,14 +13,20 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from payments.devstack import DevStack
-from tests.integration.helpers import payment_body, post_payment, scan_topic, wait_status
+from tests.integration.helpers import (
+    api_client,
+    payment_body,
+    post_payment,
+    scan_topic,
+    wait_status,
+)
 
 pytestmark = pytest.mark.stack
 
 
 @pytest.fixture(scope="module")
 def client(stack: DevStack) -> httpx.Client:
-    return httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=15)
+    return api_client(stack, timeout=15)
 
 
 def _entries(stack: DevStack, table: str, pid: str) -> dict[str, Any]:

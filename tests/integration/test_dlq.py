@@ -20,6 +20,7 @@ from payments.devstack import DevStack
 from streams import names
 from streams.indexes import gateway_payment_key
 from tests.integration.helpers import (
+    api_client,
     payment_body,
     post_payment,
     square_dispute,
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.stack
 
 @pytest.fixture(scope="module")
 def client(stack: DevStack) -> httpx.Client:
-    return httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=15)
+    return api_client(stack, timeout=15)
 
 
 def _letters(stack: DevStack, deadline_s: float, where) -> list[dlq.DeadLetter]:  # type: ignore[no-untyped-def]

@@ -16,6 +16,7 @@ import pytest
 from payments.devstack import DevStack
 from streams import names
 from tests.integration.helpers import (
+    api_client,
     avro_schema,
     fresh_consumer,
     payment_body,
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.stack
 
 @pytest.fixture(scope="module")
 def client(stack: DevStack) -> httpx.Client:
-    return httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=15)
+    return api_client(stack, timeout=15)
 
 
 async def read_status_records(bootstrap: str, payment_ids: set[str], timeout_s: float = 20):

@@ -13,11 +13,10 @@ import uuid
 from pathlib import Path
 from typing import IO, Any
 
-import httpx
 import pytest
 
 from payments.devstack import DevStack
-from tests.integration.helpers import payment_body, post_payment, wait_settled
+from tests.integration.helpers import api_client, payment_body, post_payment, wait_settled
 
 pytestmark = pytest.mark.stack
 
@@ -40,7 +39,7 @@ def _drain(lines: queue.Queue[str | None]) -> list[str]:
 
 
 def test_example_consumer_prints_each_transition_once_in_seq_order(stack: DevStack) -> None:
-    with httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=15) as client:
+    with api_client(stack, timeout=15) as client:
         ids = []
         for _ in range(2):
             r = post_payment(client, payment_body("pm_card_visa"))

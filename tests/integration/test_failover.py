@@ -13,7 +13,7 @@ import pytest
 
 from payments.devstack import DevStack
 from tests.conftest import running_stack
-from tests.integration.helpers import payment_body, post_payment, wait_status
+from tests.integration.helpers import api_client, payment_body, post_payment, wait_status
 
 pytestmark = pytest.mark.stack
 TOKENS = {"square": "cnon:card-nonce-ok", "stripe": "pm_card_visa"}
@@ -45,7 +45,7 @@ def _charges(sandbox: httpx.Client, payment_id: str) -> list[tuple[str, str]]:
 
 
 def test_routing_rules_choose_the_gateway(stack: DevStack) -> None:
-    client = httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=15)
+    client = api_client(stack, timeout=15)
     usd = post_payment(client, routed_body()).json()["payment_id"]
     assert wait_status(client, usd, {"succeeded"})["gateway"] == "square"
     jpy = post_payment(client, routed_body(currency="JPY")).json()["payment_id"]
@@ -60,7 +60,7 @@ def test_routing_rules_choose_the_gateway(stack: DevStack) -> None:
 def test_an_open_circuit_fails_over_to_the_next_gateway_and_nothing_else_does(
     stack: DevStack,
 ) -> None:
-    client = httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=15)
+    client = api_client(stack, timeout=15)
     sandbox = httpx.Client(base_url=stack.endpoints["sandbox_url"], timeout=15)
     sandbox.post("/_sandbox/faults/square", json={"unavailable": True}).raise_for_status()
     try:

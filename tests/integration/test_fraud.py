@@ -12,7 +12,13 @@ import pytest
 
 from payments.devstack import DevStack
 from tests.conftest import running_stack
-from tests.integration.helpers import payment_body, post_payment, wait_settled, wait_status
+from tests.integration.helpers import (
+    api_client,
+    payment_body,
+    post_payment,
+    wait_settled,
+    wait_status,
+)
 
 pytestmark = pytest.mark.stack
 FIRED = ("amount", "declines", "country_mismatch", "user_velocity")
@@ -32,7 +38,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, external_services: Any) -> I
 
 @pytest.fixture
 def client(stack: DevStack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=15) as c:
+    with api_client(stack, timeout=15) as c:
         yield c
 
 

@@ -17,6 +17,7 @@ from domain.cards import text_has_pan
 from payments.devstack import DevStack
 from streams import names
 from tests.integration.helpers import (
+    api_client,
     avro_schema,
     payment_body,
     post_payment,
@@ -72,7 +73,7 @@ FLOWS = {
 
 @pytest.fixture(scope="module")
 def client(stack: DevStack) -> httpx.Client:
-    return httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=15)
+    return api_client(stack, timeout=15)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,13 @@ from aiokafka.errors import InconsistentGroupProtocolError
 from payments.devstack import DevStack
 from streams import names
 from tests.conftest import running_stack
-from tests.integration.helpers import payment_body, post_payment, scan_topic, wait_settled
+from tests.integration.helpers import (
+    api_client,
+    payment_body,
+    post_payment,
+    scan_topic,
+    wait_settled,
+)
 
 pytestmark = pytest.mark.stack
 SETTLED = {"succeeded", "failed"}
@@ -71,7 +77,7 @@ def _status(client: httpx.Client, pid: str) -> str:
 
 
 def test_records_committed_past_are_applied(stack: DevStack) -> None:
-    client = httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=15)
+    client = api_client(stack, timeout=15)
     first = post_payment(client, payment_body("pm_card_visa"))
     wait_settled(client, first.json()["payment_id"])
     time.sleep(1.5)  # the input marks are written (at most every second)

@@ -20,7 +20,13 @@ from payments.devstack import DevStack
 from schemas import decode
 from streams import names
 from tests.conftest import running_stack
-from tests.integration.helpers import payment_body, post_payment, scan_topic, wait_status
+from tests.integration.helpers import (
+    api_client,
+    payment_body,
+    post_payment,
+    scan_topic,
+    wait_status,
+)
 
 pytestmark = pytest.mark.stack
 TOKENS = {"stripe": "pm_card_visa", "square": "cnon:card-nonce-ok", "paypal": "paypal_vault_ok"}
@@ -79,7 +85,7 @@ def _unknown_payment(stack: DevStack, sandbox: httpx.Client, gateway: str, mode:
     """A payment left `unknown`. "after": the gateway charged and its answer was lost, and the
     executor's retries (which would get the stored answer) find the gateway down. "before":
     no attempt ever reached the gateway."""
-    client = httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=15)
+    client = api_client(stack, timeout=15)
     body = payment_body(TOKENS[gateway], gateway=gateway)
     # A first payment that goes through: the adapter holds its OAuth token (PayPal) and the
     # circuit is closed before the faults start.
@@ -105,7 +111,7 @@ def test_a_charge_whose_answer_was_lost_is_found_by_the_janitor(
     stack: DevStack, sandbox: httpx.Client, gateway: str
 ) -> None:
     pid = _unknown_payment(stack, sandbox, gateway, "after")
-    client = httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=15)
+    client = api_client(stack, timeout=15)
     doc = wait_status(client, pid, {"succeeded", "failed"}, timeout_s=60)
     assert doc["status"] == "succeeded" and doc["captured_amount"] == doc["amount"]
     assert doc["gateway_reference"]
@@ -121,7 +127,7 @@ def test_a_call_that_never_reached_the_gateway_fails_as_not_charged(
     stack: DevStack, sandbox: httpx.Client, gateway: str
 ) -> None:
     pid = _unknown_payment(stack, sandbox, gateway, "before")
-    client = httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=15)
+    client = api_client(stack, timeout=15)
     doc = wait_status(client, pid, {"succeeded", "failed"}, timeout_s=60)
     assert (doc["status"], doc["error_code"]) == ("failed", "gateway_not_charged")
     trail = _trail(stack, pid)
@@ -135,7 +141,7 @@ def test_paypal_without_a_reference_is_asked_by_replaying_its_request_id(
     """PayPal has no search by our id: the janitor replays the create-order with the same
     PayPal-Request-Id, which completes the request exactly once."""
     pid = _unknown_payment(stack, sandbox, "paypal", "before")
-    client = httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=15)
+    client = api_client(stack, timeout=15)
     doc = wait_status(client, pid, {"succeeded", "failed"}, timeout_s=60)
     assert doc["status"] == "succeeded"
     assert sandbox.get("/_sandbox/ledger/summary").json()[pid]["captures"] == 1
@@ -144,7 +150,7 @@ def test_paypal_without_a_reference_is_asked_by_replaying_its_request_id(
 def test_a_processing_payment_whose_webhook_never_comes_is_polled(
     stack: DevStack, sandbox: httpx.Client
 ) -> None:
-    client = httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=15)
+    client = api_client(stack, timeout=15)
     pid = post_payment(client, payment_body("pm_card_processing")).json()["payment_id"]
     doc = wait_status(client, pid, {"processing"}, timeout_s=30)
     # Polled once it is stale (2 s here): still processing, so nothing changes ...

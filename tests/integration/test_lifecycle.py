@@ -10,7 +10,13 @@ import httpx
 import pytest
 
 from payments.devstack import DevStack
-from tests.integration.helpers import payment_body, post_payment, wait_settled, wait_status
+from tests.integration.helpers import (
+    api_client,
+    payment_body,
+    post_payment,
+    wait_settled,
+    wait_status,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -19,7 +25,7 @@ OK = {"stripe": "pm_card_visa", "paypal": "paypal_vault_ok", "square": "cnon:car
 
 @pytest.fixture(scope="module")
 def client(stack: DevStack) -> httpx.Client:
-    return httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=15)
+    return api_client(stack, timeout=15)
 
 
 @pytest.fixture(scope="module")

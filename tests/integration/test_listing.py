@@ -19,14 +19,14 @@ import redis
 from payments.devstack import DevStack
 from streams import indexes
 from streams.readmodel import dumps, payment_key
-from tests.integration.helpers import payment_body, post_payment, wait_status
+from tests.integration.helpers import api_client, payment_body, post_payment, wait_status
 
 pytestmark = pytest.mark.stack
 
 
 @pytest.fixture(scope="module")
 def client(stack: DevStack) -> httpx.Client:
-    return httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=15)
+    return api_client(stack, timeout=15)
 
 
 def _uid(prefix: str) -> str:

@@ -28,7 +28,13 @@ from schemas import decode
 from schemas.records import attempt_from_record, to_ms
 from streams import names
 from tests.conftest import running_stack
-from tests.integration.helpers import payment_body, post_payment, scan_topic, wait_settled
+from tests.integration.helpers import (
+    api_client,
+    payment_body,
+    post_payment,
+    scan_topic,
+    wait_settled,
+)
 
 pytestmark = pytest.mark.stack
 SIZES = (3, 60)
@@ -61,7 +67,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, external_services: Any) -> I
 
 @pytest.fixture
 def client(stack: DevStack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=30) as c:
+    with api_client(stack, timeout=30) as c:
         yield c
 
 

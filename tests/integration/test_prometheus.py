@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from payments.devstack import DevStack
 from payments.procs import free_port, http_ok
-from tests.integration.helpers import payment_body, post_payment, wait_settled
+from tests.integration.helpers import api_client, payment_body, post_payment, wait_settled
 
 pytestmark = pytest.mark.stack
 
@@ -35,7 +35,7 @@ def value(
 def test_worker_and_ingress_metrics_after_traffic(stack: DevStack) -> None:
     worker, ingress = stack.endpoints["worker_url"], stack.endpoints["ingress_url"]
     before_w, before_i = samples(worker), samples(ingress)
-    with httpx.Client(base_url=ingress, timeout=15) as client:
+    with api_client(stack) as client:
         ids = []
         for token in ("pm_card_visa", "pm_card_chargeDeclined"):
             r = post_payment(client, payment_body(token))

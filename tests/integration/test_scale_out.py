@@ -16,7 +16,7 @@ from payments.audit import audit
 from payments.devstack import DevStack
 from payments.procs import Child, free_port, http_ok
 from tests.conftest import running_stack
-from tests.integration.helpers import payment_body, post_payment, wait_status
+from tests.integration.helpers import auth, payment_body, post_payment, wait_status
 
 pytestmark = pytest.mark.stack
 
@@ -53,10 +53,11 @@ def _assigned(url: str) -> int:
         return 0
 
 
-def _drive(ingresses: list[str], n: int) -> list[str]:
+def _drive(ingresses: list[str], n: int, headers: dict[str, str]) -> list[str]:
     ids = []
     for i in range(n):
-        with httpx.Client(base_url=ingresses[i % len(ingresses)], timeout=15) as client:
+        url = ingresses[i % len(ingresses)]
+        with httpx.Client(base_url=url, timeout=15, headers=headers) as client:
             r = post_payment(client, payment_body("pm_card_visa"))
             assert r.status_code == 202, r.text
             ids.append(r.json()["payment_id"])
@@ -82,12 +83,12 @@ def test_a_worker_and_an_ingress_are_killed_and_nothing_is_lost(stack: DevStack,
         sandbox = stack.endpoints["sandbox_url"]
         jitter = {"latency_jitter_ms": 2000}
         httpx.post(f"{sandbox}/_sandbox/faults/stripe", json=jitter).raise_for_status()
-        before = _drive([ingress1_url, ingress2_url], 30)
+        before = _drive([ingress1_url, ingress2_url], 30, auth(stack.endpoints))
         stack.child("worker").stop(sig=signal.SIGKILL)
-        during = _drive([ingress1_url, ingress2_url], 30)
+        during = _drive([ingress1_url, ingress2_url], 30, auth(stack.endpoints))
         httpx.delete(f"{sandbox}/_sandbox/faults").raise_for_status()
         stack.child("ingress").stop(sig=signal.SIGKILL)
-        after = _drive([ingress2_url], 20)
+        after = _drive([ingress2_url], 20, auth(stack.endpoints))
 
         everything = before + during + after
         with httpx.Client(base_url=ingress2_url, timeout=15) as client:

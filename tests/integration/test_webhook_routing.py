@@ -13,6 +13,7 @@ import pytest
 from payments.devstack import DevStack
 from streams import names
 from tests.integration.helpers import (
+    api_client,
     payment_body,
     post_payment,
     scan_topic,
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.stack
 
 @pytest.fixture(scope="module")
 def client(stack: DevStack) -> httpx.Client:
-    return httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=15)
+    return api_client(stack, timeout=15)
 
 
 def test_a_square_dispute_is_routed_by_square_payment_id(client: httpx.Client) -> None:

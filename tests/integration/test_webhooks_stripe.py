@@ -15,6 +15,7 @@ from payments.devstack import DevStack
 from schemas import decode
 from streams import names
 from tests.integration.helpers import (
+    api_client,
     payment_body,
     post_payment,
     scan_topic,
@@ -28,7 +29,7 @@ SECRET = "whsec_sandbox"  # the default both the sandbox and the ingress use
 
 @pytest.fixture(scope="module")
 def client(stack: DevStack) -> httpx.Client:
-    return httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=15)
+    return api_client(stack, timeout=15)
 
 
 @pytest.fixture

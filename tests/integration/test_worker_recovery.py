@@ -12,7 +12,7 @@ import pytest
 
 from payments.devstack import DevStack
 from tests.conftest import running_stack
-from tests.integration.helpers import payment_body, post_payment, wait_settled
+from tests.integration.helpers import api_client, payment_body, post_payment, wait_settled
 
 pytestmark = pytest.mark.stack
 
@@ -47,7 +47,7 @@ def quiet_digest(stack: DevStack, quiet_s: float = 3.0, timeout_s: float = 60) -
 
 
 def test_worker_restart_recovers_the_payments_table_exactly(stack: DevStack) -> None:
-    client = httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=15)
+    client = api_client(stack, timeout=15)
     tokens = ["pm_card_visa", "pm_card_chargeDeclined", "pm_card_authenticationRequired"]
     ids = [
         post_payment(client, payment_body(tokens[i % 3])).json()["payment_id"] for i in range(30)
@@ -83,7 +83,7 @@ def test_worker_restart_recovers_the_payments_table_exactly(stack: DevStack) -> 
 
 
 def test_payment_posted_while_worker_is_down_is_processed_after_restart(stack: DevStack) -> None:
-    client = httpx.Client(base_url=stack.endpoints["ingress_url"], timeout=15)
+    client = api_client(stack, timeout=15)
     worker = stack.child("worker")
     worker.stop()
     r = post_payment(client, payment_body("pm_card_visa"))

@@ -118,7 +118,9 @@ def test_allowed_the_authorize_command_goes_out() -> None:
     (cmd,) = d.commands
     assert cmd.operation is Operation.AUTHORIZE and d.state.pending_commands == (cmd,)
     again = decide(d.state, verdict(state, Outcome.ALLOW), screening=True)
-    assert again.ignored == "duplicate_verdict" and again.commands == ()
+    # A redelivered verdict re-sends the outbox: a crash may have lost the command after the
+    # state was saved (the gateway dedupes by the same idempotency key).
+    assert again.ignored == "duplicate_verdict" and again.commands == (cmd,)
 
 
 def test_blocked_the_payment_fails_and_nothing_is_sent() -> None:
@@ -136,6 +138,8 @@ def test_held_for_review_then_approved_or_rejected() -> None:
     held = d.state
     assert held is not None and held.status is S.IN_REVIEW and d.commands == ()
     assert due_at(held, Schedule(steps_ms=(60_000,))) is None  # no gateway to ask yet
+    # while the verdict is awaited, the janitor is due to send the screen again
+    assert due_at(state, Schedule(steps_ms=(60_000,))) == state.updated_at_ms + 60_000
     approve = ReviewDecided(held.payment_id, "r1", approve=True, requested_at_ms=9)
     ok = decide(held, approve)
     assert ok.state is not None and [c.operation for c in ok.commands] == [Operation.AUTHORIZE]
