@@ -18,7 +18,7 @@ run: $(STAMP)
 
 ## test: lint, type-check, then every test (unit + against the real embedded stack)
 test: lint typecheck browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -5,7 +5,6 @@ serves, so collection needs no server; the calls go to a real stack."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,17 +14,10 @@ from schemathesis.checks import negative_data_rejection, positive_data_acceptanc
 
 from ingress.openapi import build_openapi
 from payments.devstack import DevStack
-from tests.conftest import running_stack
 from tests.integration.helpers import auth
 
 pytestmark = pytest.mark.stack
 schema = schemathesis.openapi.from_dict(build_openapi())
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, external_services: Any) -> Iterator[DevStack]:
-    with running_stack(tmp_path_factory.mktemp("openapi"), external_services) as s:
-        yield s
 
 
 @schema.parametrize()

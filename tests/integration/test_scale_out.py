@@ -91,7 +91,8 @@ def test_a_worker_and_an_ingress_are_killed_and_nothing_is_lost(stack: DevStack,
         after = _drive([ingress2_url], 20, auth(stack.endpoints))
 
         everything = before + during + after
-        with httpx.Client(base_url=ingress2_url, timeout=15) as client:
+        headers = auth(stack.endpoints)
+        with httpx.Client(base_url=ingress2_url, timeout=15, headers=headers) as client:
             for pid in everything:
                 wait_status(client, pid, {"succeeded"}, timeout_s=120)
         assert _assigned(worker2_url) > split[1]  # it took over the dead worker's partitions
