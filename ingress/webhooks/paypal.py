@@ -86,7 +86,7 @@ class PayPalVerifier:
         self._check_time(sent.time)  # before any network: a stale replay costs nothing
         cert = await self._certificate(self._trusted_url(sent.cert_url))
         self._check_signature(cert, sent, body)
-        return _normalise(_parse(body), body, replay_key=sent.id)
+        return event_from(body, replay_key=sent.id)
 
     # --- checks -------------------------------------------------------------------------------
 
@@ -193,6 +193,14 @@ def _transmission(headers: Mapping[str, str]) -> _Transmission:
 
 
 # --- the event ------------------------------------------------------------------------------
+
+
+def event_from(body: bytes, *, replay_key: str) -> VerifiedEvent:
+    """The verified body as an event; a shape we cannot read is a 400, never a 500."""
+    try:
+        return _normalise(_parse(body), body, replay_key=replay_key)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise WebhookRejected("not a PayPal webhook event", code="payload_invalid") from None
 
 
 def _parse(body: bytes) -> Mapping[str, Any]:

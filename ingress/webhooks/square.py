@@ -53,10 +53,12 @@ class SquareVerifier:
                 "Square signature does not match the body", code="signature_invalid"
             )
         try:
-            event = json.loads(text)
+            return _normalise(json.loads(text), body)
         except ValueError:
-            raise WebhookRejected("body is not JSON", code="payload_invalid") from None
-        return _normalise(event, body)
+            raise WebhookRejected("body is not a Square event", code="payload_invalid") from None
+        except (KeyError, TypeError, AttributeError):
+            # Signed by Square yet not the shape we read: a 400, never a 500.
+            raise WebhookRejected("not a Square event object", code="payload_invalid") from None
 
 
 def _normalise(event: Any, body: bytes) -> VerifiedEvent:

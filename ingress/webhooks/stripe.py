@@ -63,7 +63,8 @@ def _normalise(event: Mapping[str, Any], body: bytes) -> VerifiedEvent:
             payload=body,
             gateway_payment=_payment_intent(obj),
         )
-    except (KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError, ValueError, AttributeError):
+        # Signed by Stripe yet not the shape we read (a fuzzer found `"created": ":"`).
         raise WebhookRejected("not a Stripe event object", code="payload_invalid") from None
 
 

@@ -7,6 +7,7 @@ parsing after the signature check is reached with arbitrary JSON as well."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from typing import Any
@@ -132,3 +133,13 @@ def test_paypal_anything_even_a_trusted_host_that_cannot_be_reached(
             return "verified"
 
     assert asyncio.run(run()) != "verified"
+
+
+@FUZZ
+@given(event=event_like | json_values)
+def test_paypal_verified_arbitrary_json(event: Any) -> None:
+    """What PayPal's signature covers, read as an event: a verified event or a 400."""
+    from ingress.webhooks.paypal import event_from
+
+    with contextlib.suppress(WebhookRejected):
+        assert isinstance(event_from(json.dumps(event).encode(), replay_key="t-1"), VerifiedEvent)
