@@ -24,7 +24,7 @@ from domain.refunds import (
     processed,
     refundable,
 )
-from domain.status import PaymentStatus, can_move
+from domain.status import TERMINAL, PaymentStatus, can_move
 
 
 class CaptureMode(StrEnum):
@@ -634,7 +634,9 @@ def _on_notice(state: Payment | None, notice: GatewayNotice) -> Decision:
         captured_amount=notice.amount or 0,
         decline_code=notice.decline_code,
         error_code=_error_for_decline(notice.decline_code),
-        outstanding=state.outstanding_command,
+        # A terminal status ends the payment: no command's answer can change it any more, so
+        # none is outstanding (the answer, if it still comes, is ignored as no change).
+        outstanding=None if notice.status in TERMINAL else state.outstanding_command,
     )
     if notice.capture_needed and decision.state is not None:
         return _capture_approved(decision, notice)

@@ -109,3 +109,15 @@ def test_approval_that_waits_for_our_capture_issues_one_capture() -> None:
     assert [c.command_id for c in d.state.pending_commands] == [cmd.command_id]
     again = decide(d.state, replace(approved, event_id="evt_ok2"))
     assert not again.commands  # a second approval does not capture twice
+
+
+def test_a_decline_by_webhook_leaves_no_command_outstanding() -> None:
+    """Terminal by webhook before the gateway call's own answer: nothing can change the
+    payment any more, so no command is outstanding, and the late answer changes nothing."""
+    state = decide(None, request()).state
+    assert state is not None and state.outstanding_command is not None
+    failed = decide(state, notice(S.FAILED, "evt_fail")).state
+    assert failed is not None and failed.status is S.FAILED
+    assert failed.outstanding_command is None
+    late = decide(failed, outcome(S.FAILED))
+    assert late.state is not None and late.state.status is S.FAILED and late.changes == ()
