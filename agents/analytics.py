@@ -31,7 +31,7 @@ import faust
 from prometheus_client import Counter
 
 from agents.dead_letter import send_to_dead_letter
-from agents.pages import worker_ready
+from agents.pages import active_partitions, worker_ready
 from domain.errors import SerializationError
 from domain.metrics import add_once, parse_key, to_record, windows_for
 from schemas import codec, decode
@@ -65,11 +65,6 @@ def _header(headers: dict[str, Any], name: str) -> int:
         return int(raw.decode() if isinstance(raw, bytes) else raw)
     except ValueError:
         raise SerializationError(f"header {name!r} is not an integer: {raw!r}") from None
-
-
-def active_partitions(app: faust.App) -> list[int]:
-    actives = app.assignor.assigned_actives()
-    return sorted({tp.partition for tp in actives if tp.topic == names.ANALYTICS_BY_DIMS})
 
 
 def register(
@@ -167,7 +162,7 @@ def register(
         if not worker_ready(app):
             return
         now_ms = int(time.time() * 1000)
-        for partition in active_partitions(app):
+        for partition in active_partitions(app, names.ANALYTICS_BY_DIMS):
             full = partition not in known
             for end_ms, key, _ in read_time_index(scan, _INDEX, partition):
                 if end_ms + retention_ms <= now_ms:

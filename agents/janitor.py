@@ -22,7 +22,7 @@ import faust
 from agents.breaker import CircuitBreaker
 from agents.executor import authorize_request
 from agents.metrics import JANITOR_CHECKS
-from agents.pages import worker_ready
+from agents.pages import active_partitions, worker_ready
 from domain.errors import CircuitOpen, GatewayDeclined, GatewayError, GatewayUnavailable
 from domain.janitor import (
     CHECKED,
@@ -126,10 +126,16 @@ async def check_payment(
     )
 
 
-def active_partitions(app: faust.App) -> list[int]:
-    """This worker's active partitions of the payment topics (the tables share them)."""
-    actives = app.assignor.assigned_actives()
-    return sorted({tp.partition for tp in actives if tp.topic == names.PAYMENT_INITIATION})
+def _resent(payment: Payment, what: str) -> StatusChecked:
+    """The check a re-sent command or screen counts as: no answer yet, what was re-sent."""
+    return StatusChecked(
+        payment_id=payment.payment_id,
+        check=payment.checks,
+        source=Source.JANITOR,
+        verdict=Verdict.NO_ANSWER,
+        occurred_at_ms=int(time.time() * 1000),
+        error_code=what,
+    )
 
 
 def register(
@@ -156,14 +162,7 @@ def register(
                 value=_COMMAND.encode(command_to_record(command)),
                 headers=_COMMAND.headers,
             )
-        return StatusChecked(
-            payment_id=payment.payment_id,
-            check=payment.checks,
-            source=Source.JANITOR,
-            verdict=Verdict.NO_ANSWER,
-            occurred_at_ms=int(time.time() * 1000),
-            error_code="refund_resent",
-        )
+        return _resent(payment, "refund_resent")
 
     async def resend_screen(payment: Payment) -> StatusChecked:
         """The fraud rules never answered (a check lost on its way): ask them again. Their
@@ -174,14 +173,7 @@ def register(
             value=_SCREEN.encode(screen_to_record(screen, kind="screen")),
             headers=_SCREEN.headers,
         )
-        return StatusChecked(
-            payment_id=payment.payment_id,
-            check=payment.checks,
-            source=Source.JANITOR,
-            verdict=Verdict.NO_ANSWER,
-            occurred_at_ms=int(time.time() * 1000),
-            error_code="screen_resent",
-        )
+        return _resent(payment, "screen_resent")
 
     async def ask(payment: Payment) -> None:
         async with slots:
@@ -218,7 +210,7 @@ def register(
         started = time.monotonic()
         for stale in [pid for pid, (_, at) in asked.items() if started - at > _RECHECK_AFTER_S]:
             del asked[stale]
-        for partition in active_partitions(app):
+        for partition in active_partitions(app, names.PAYMENT_INITIATION):
             for _, payment_id in tables.janitor.due(partition, now_ms, limit=concurrency * 4):
                 row = tables.payments.get(payment_id)
                 if row is None:

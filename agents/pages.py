@@ -33,6 +33,12 @@ def worker_ready(app: faust.App) -> bool:
     return bool(assigned) and not app.rebalancing and not recovery.active_remaining_total()
 
 
+def active_partitions(app: faust.App, topic: str) -> list[int]:
+    """This worker's active partitions of `topic` (a table written from it shares them)."""
+    actives = app.assignor.assigned_actives()
+    return sorted({tp.partition for tp in actives if tp.topic == topic})
+
+
 def register(
     app: faust.App, tables: Tables, breakers: Mapping[str, CircuitBreaker] | None = None
 ) -> None:
