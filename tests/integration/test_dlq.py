@@ -70,6 +70,9 @@ def test_list_and_show_a_poison_record(stack: DevStack) -> None:
     )
     detail = letter.detail()
     assert detail["value"]["bytes"] == len(b"\x00garbage" + marker)
+    # ... and counted in the worker's Prometheus metrics
+    metrics = httpx.get(f"{stack.endpoints['worker_url']}/metrics", timeout=10).text
+    assert 'payments_dead_letters_total{topic="payment_initiation"}' in metrics
 
     env = {**os.environ, "PAYMENTS_KAFKA_BOOTSTRAP": stack.endpoints["kafka_bootstrap"]}
     listed = subprocess.run(
