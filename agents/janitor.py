@@ -28,6 +28,7 @@ from domain.janitor import (
     CHECKED,
     Schedule,
     due_at,
+    lookup_window,
     not_charged_is_proof,
     source_for,
     stuck_refunds,
@@ -52,7 +53,9 @@ _SCREEN = codec("fraud_check")
 _RECHECK_AFTER_S = 60.0
 
 
-def lookup_request(payment: Payment) -> LookupRequest:
+def lookup_request(payment: Payment, schedule: Schedule) -> LookupRequest:
+    """The question for the gateway, with the window in which our create calls can have
+    reached it: a gateway searched by creation time (Square) searches only that."""
     authorize = next(
         (c for c in payment.pending_commands if c.operation is Operation.AUTHORIZE), None
     )
@@ -61,6 +64,7 @@ def lookup_request(payment: Payment) -> LookupRequest:
         created_at_ms=payment.created_at_ms,
         gateway_reference=payment.gateway_reference,
         authorize=None if authorize is None else authorize_request(authorize),
+        window=lookup_window(payment, schedule),
     )
 
 
@@ -89,7 +93,7 @@ async def check_payment(
         gateway = gateway_named(gateways, payment.gateway)
         if breaker is not None:
             breaker.before_call()
-        result = await gateway.lookup(lookup_request(payment))
+        result = await gateway.lookup(lookup_request(payment, schedule))
     except CircuitOpen:
         return None
     except GatewayDeclined as exc:  # a replayed create-order answered with its decline

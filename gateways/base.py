@@ -92,6 +92,10 @@ class LookupRequest:
     # The authorize call that went unanswered, with its idempotency key: a gateway with no
     # way to search by our id is asked by replaying it (see each adapter's `lookup`).
     authorize: AuthorizeRequest | None = None
+    # The creation times, [from, until) in ms, at which the gateway can hold a payment our
+    # create calls made for this one (`domain.janitor.lookup_window`): a gateway searched by
+    # time searches only these. None: from shortly before `created_at_ms` until now.
+    window: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Awaitable, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import AsyncGenerator, Awaitable, Mapping, Sequence
+from contextlib import aclosing
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 import aiohttp
@@ -197,8 +198,12 @@ VERIFICATION_REQUIRED = "CARD_DECLINED_VERIFICATION_REQUIRED"
 MAX_IDEMPOTENCY_KEY = 45  # Square's limit on every idempotency_key
 MAX_NOTE = 500  # Square's limit on Payment.note
 _HASHED_KEY_PREFIX = "h:"
-# A lookup lists payments created from this long before ours (clock skew, queueing).
+# A lookup given no window lists payments created from this long before ours (clock skew).
 LOOKUP_SLACK_MS = 10 * 60 * 1000
+# Within a window, the stretch from this long before our request is listed first: with clocks
+# that agree our payment is in it, and the listing stops there.
+LIKELY_SKEW_MS = 60 * 1000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NO_RETRIES: Final[RequestOptions] = {"max_retries": 0}
 
 
@@ -301,35 +306,75 @@ class SquareGateway:
         return to_result(_dump(response.payment))
 
     async def lookup(self, req: LookupRequest) -> GatewayResult | None:
-        """By reference when we have one; otherwise ListPayments from shortly before the
-        payment was created, matched on the `reference_id` every payment we create carries."""
+        """By reference when we have one; otherwise ListPayments, matched on the
+        `reference_id` every payment we create carries.
+
+        Only over `req.window`, the creation times at which our create calls can have reached
+        Square (`domain.janitor.lookup_window` says why nothing of ours lies outside it), so a
+        search costs the payments made in that window, not every payment since ours. The
+        window is listed oldest first from a minute before our request (where our payment is
+        when clocks agree), then its earlier part, and listing stops at our payment. None:
+        nothing of ours in the window, i.e. Square never made a payment for it.
+        """
         if req.gateway_reference:
             return await self.fetch(req.gateway_reference)
-        for payment_id, result in await self.charges_since(req.created_at_ms - LOOKUP_SLACK_MS):
-            if payment_id == req.payment_id:
-                return result
+        begin, end = req.window or (req.created_at_ms - LOOKUP_SLACK_MS, None)
+        likely = max(begin, req.created_at_ms - LIKELY_SKEW_MS)
+        if end is not None:
+            likely = min(likely, end)
+        for leg in ((likely, end), (begin, likely)):
+            if leg[1] is not None and leg[0] >= leg[1]:
+                continue  # an empty stretch: nothing to list
+            found = await self._find(req.payment_id, *leg)
+            if found is not None:
+                return found
         return None
 
-    async def charges_since(self, since_ms: int) -> list[tuple[str, GatewayResult]]:
-        begin = datetime.fromtimestamp(since_ms / 1000, UTC)
-        pager = await _call(
+    async def charges_since(
+        self, since_ms: int, until_ms: int | None = None
+    ) -> list[tuple[str, GatewayResult]]:
+        """Every payment created in [since_ms, until_ms) (until now by default) that carries
+        our payment id as its `reference_id`. Others are skipped unread (never dumped)."""
+        found = []
+        async with aclosing(self._pages(since_ms, until_ms)) as pages:
+            async for page in pages:
+                for payment in page:
+                    if payment.reference_id:
+                        found.append((str(payment.reference_id), to_result(_dump(payment))))
+        return found
+
+    async def _find(
+        self, payment_id: str, begin_ms: int, end_ms: int | None
+    ) -> GatewayResult | None:
+        """Our payment among those created in [begin_ms, end_ms); no page after it is fetched,
+        and only it is dumped (the SDK's pydantic dump is what a listing spends its time on)."""
+        async with aclosing(self._pages(begin_ms, end_ms)) as pages:
+            async for page in pages:
+                for payment in page:
+                    if payment.reference_id == payment_id:
+                        return to_result(_dump(payment))
+        return None
+
+    async def _pages(self, begin_ms: int, end_ms: int | None) -> AsyncGenerator[list[Any], None]:
+        """ListPayments of our location created in [begin_ms, end_ms), oldest first: one page
+        (up to 100 SDK models) at a time, the next fetched only when asked for."""
+        page = await _call(
             self._client.payments.list(
-                begin_time=begin.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                begin_time=_rfc3339(begin_ms),
+                end_time=None if end_ms is None else _rfc3339(end_ms),
                 location_id=self._location_id,
                 sort_order="ASC",
                 request_options=_NO_RETRIES,
             )
         )
-
-        async def every() -> list[tuple[str, GatewayResult]]:
-            found = []
-            async for payment in pager:
-                data = _dump(payment)
-                if data.get("reference_id"):
-                    found.append((str(data["reference_id"]), to_result(data)))
-            return found
-
-        return await _call(every())
+        while True:
+            _raise_for_errors(page.response)
+            yield list(page.items or ())
+            if not page.has_next or page.get_next is None:
+                return
+            page = await _call(page.get_next())
+            if page is None:
+                return
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -465,6 +510,12 @@ def _requires_action(exc: VerificationRequired, *, token: str) -> GatewayResult:
     )
 
 
+def _rfc3339(ms: int) -> str:
+    """ms since the epoch as Square writes times: RFC 3339, UTC, milliseconds."""
+    moment = _EPOCH + timedelta(milliseconds=ms)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _dump(model: Any) -> dict[str, Any]:
     """An SDK model as Square's own JSON (wire names such as `last_4`), or {} for None."""
     if model is None:
@@ -520,11 +571,15 @@ async def _call(awaitable: Awaitable[T]) -> T:
         raise translate_transport_error(exc) from exc
     except aiohttp.ClientError as exc:  # anything the transport did not map to httpx
         raise GatewayTimeout(f"square request failed mid-flight: {type(exc).__name__}") from exc
+    _raise_for_errors(response)
+    return response
+
+
+def _raise_for_errors(response: Any) -> None:
+    """A 2xx carrying errors: the SDK does not raise for it, so we do."""
     errors = getattr(response, "errors", None)
     if errors:
-        # A 2xx carrying errors: the SDK does not raise for it, so we do.
         raise translate_error(200, [_dump(e) for e in errors], _dump(response))
-    return response
 
 
 def _error_dicts(body: Any) -> list[Mapping[str, Any]]:

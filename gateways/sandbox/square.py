@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import hashlib
 import hmac
 import json
@@ -107,6 +108,9 @@ MAX_NOTE = 500
 MAX_REFUND_REASON = 192
 # Square voids an uncompleted card authorization after this long (its default delay_duration).
 AUTHORIZATION_HOLD = timedelta(days=7)
+# ListPayments: at most 100 a page (the default), and without begin_time one year back.
+LIST_PAGE = 100
+LIST_DEFAULT_SPAN = timedelta(days=365)
 
 JSON: TypeAlias = dict[str, Any]
 Handler: TypeAlias = Callable[[Request, JSON], JSON]
@@ -205,12 +209,16 @@ def _now() -> str:
 
 
 def _list_time(value: str | None, name: str) -> datetime | None:
+    """An RFC 3339 time: with `Z` or an offset (a time without one is no RFC 3339 time)."""
     if not value:
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise _error("INVALID_TIME", f"{name} must be an RFC 3339 timestamp", status=400) from None
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise _error("INVALID_TIME", f"{name} must be an RFC 3339 timestamp", status=400)
+    return moment
 
 
 def _money(amount: int, currency: str) -> JSON:
@@ -591,11 +599,15 @@ class SquareSandbox:
         self._notification_url = config.square_notification_url or target
         webhooks.register(GATEWAY, url=target, sign=self.sign)
         self.payments: dict[str, Payment] = {}
+        # Every payment's creation time and id, in creation order: ListPayments finds a time
+        # range by bisection, so a listing costs the payments in it, not every payment.
+        self._created: list[tuple[datetime, str]] = []
         self.refunds: dict[str, Refund] = {}
         self.disputes: dict[str, JSON] = {}
 
     def reset(self) -> None:
         self.payments.clear()
+        self._created.clear()
         self.refunds.clear()
         self.disputes.clear()
 
@@ -743,6 +755,9 @@ class SquareSandbox:
             autocomplete=True if autocomplete is None else autocomplete,
         )
         self.payments[payment.id] = payment
+        created = _list_time(payment.created_at, "created_at")
+        assert created is not None
+        bisect.insort_right(self._created, (created, payment.id), key=lambda entry: entry[0])
         match card.outcome:
             case Outcome.PENDING:
                 self._payment_event("payment.created", payment)
@@ -756,32 +771,29 @@ class SquareSandbox:
         return {"payment": payment.to_json()}
 
     def _list_payments(self, request: Request, body: JSON) -> JSON:
-        """ListPayments: created in [begin_time, end_time), oldest first unless sort_order=DESC,
-        `limit` a page (at most 100) and an opaque `cursor` for the next."""
+        """ListPayments as Square answers it: payments whose `created_at` is in
+        [begin_time, end_time) (begin inclusive, end exclusive; RFC 3339; by default one year
+        ago and now), newest first unless `sort_order=ASC`, `limit` a page (at most 100; more
+        is ignored for 100) and an opaque `cursor` for the next."""
         query = request.query_params
-        begin = _list_time(query.get("begin_time"), "begin_time")
-        end = _list_time(query.get("end_time"), "end_time")
+        now = datetime.now(UTC)
+        begin = _list_time(query.get("begin_time"), "begin_time") or now - LIST_DEFAULT_SPAN
+        end = _list_time(query.get("end_time"), "end_time") or now
         try:
-            limit = min(int(query.get("limit") or 100), 100)
+            limit = int(query.get("limit") or LIST_PAGE)
             start = int(query.get("cursor") or 0)
         except ValueError:
             raise _error("INVALID_VALUE", "limit and cursor must be integers", status=400) from None
+        if not 0 < limit <= LIST_PAGE:
+            limit = LIST_PAGE
         location = query.get("location_id")
-
-        def listed(p: Payment) -> bool:
-            created = _list_time(p.created_at, "created_at")
-            assert created is not None
-            return (
-                (begin is None or created >= begin)
-                and (end is None or created < end)
-                and (location is None or p.location_id == location)
-            )
-
-        matching = sorted(
-            filter(listed, self.payments.values()),
-            key=lambda p: p.created_at,
-            reverse=query.get("sort_order") == "DESC",
-        )
+        # Compared as instants (a time with an offset, or with more precision, is exact).
+        lo = bisect.bisect_left(self._created, begin, key=lambda entry: entry[0])
+        hi = bisect.bisect_left(self._created, end, key=lambda entry: entry[0])
+        in_range = (self.payments[payment_id] for _, payment_id in self._created[lo:hi])
+        matching = [p for p in in_range if location is None or p.location_id == location]
+        if query.get("sort_order") != "ASC":
+            matching.reverse()
         page = matching[start : start + limit]
         out: JSON = {"payments": [p.to_json() for p in page]} if page else {}
         if start + limit < len(matching):

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 import httpx
@@ -432,6 +432,93 @@ async def test_reset_forgets_payments_ledger_and_keys(
     exc = await api_error(client.payments.get(payment_id=payment["id"], request_options=NO_RETRIES))
     assert exc.status_code == 404
     assert (await create(client, idempotency_key=k, amount=5))["amount_money"]["amount"] == 5
+
+
+# --- listing ------------------------------------------------------------------------------
+
+
+async def created_apart(client: AsyncSquare, count: int) -> list[dict[str, Any]]:
+    """`count` payments (references p0, p1, ...), each created at a later millisecond."""
+    payments = []
+    for i in range(count):
+        payments.append(await create(client, reference_id=f"p{i}"))
+        await asyncio.sleep(0.005)
+    assert len({p["created_at"] for p in payments}) == count
+    return payments
+
+
+async def listed(client: AsyncSquare, **query: Any) -> list[str]:
+    """The reference ids ListPayments answers, every page followed."""
+    pager = await client.payments.list(request_options=NO_RETRIES, **query)
+    return [payment.reference_id async for payment in pager]
+
+
+async def test_list_payments_takes_begin_inclusive_and_end_exclusive(
+    client: AsyncSquare,
+) -> None:
+    """Square's ListPayments: `created_at` in [begin_time, end_time)."""
+    p = await created_apart(client, 3)
+    at = [payment["created_at"] for payment in p]
+
+    assert await listed(client, begin_time=at[1], end_time=at[2], sort_order="ASC") == ["p1"]
+    assert await listed(client, begin_time=at[0], end_time=at[2], sort_order="ASC") == [
+        "p0",
+        "p1",
+    ]
+    assert await listed(client, end_time=at[0]) == []  # exclusive: p0 itself is not in it
+    assert await listed(client, begin_time=at[2]) == ["p2"]  # inclusive
+    assert await listed(client, begin_time=at[0], end_time=at[0]) == []
+
+
+async def test_list_payments_defaults_to_the_last_year_until_now_newest_first(
+    client: AsyncSquare,
+) -> None:
+    await created_apart(client, 3)
+
+    assert await listed(client) == ["p2", "p1", "p0"]  # Square's default order is DESC
+    assert await listed(client, sort_order="ASC") == ["p0", "p1", "p2"]
+    a_year_and_a_day = datetime.now(UTC) - timedelta(days=366)
+    assert await listed(client, end_time=a_year_and_a_day.isoformat()) == []
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    assert await listed(client, begin_time=future) == []
+
+
+async def test_list_payments_compares_times_as_instants(client: AsyncSquare) -> None:
+    """An offset, or more precision than Square writes, changes nothing about the instant."""
+    p = await created_apart(client, 2)
+    second = datetime.fromisoformat(p[1]["created_at"].replace("Z", "+00:00"))
+    in_paris = second.astimezone(timezone(timedelta(hours=2))).isoformat()
+    just_after = (second + timedelta(microseconds=1)).isoformat()
+
+    assert await listed(client, end_time=in_paris, sort_order="ASC") == ["p0"]
+    assert await listed(client, begin_time=in_paris) == ["p1"]
+    assert await listed(client, begin_time=just_after) == []
+
+
+async def test_list_payments_pages_within_the_range(client: AsyncSquare) -> None:
+    p = await created_apart(client, 5)
+    first = await client.payments.list(
+        begin_time=p[1]["created_at"],
+        end_time=p[4]["created_at"],
+        sort_order="ASC",
+        limit=2,
+        request_options=NO_RETRIES,
+    )
+
+    assert [x.reference_id for x in first.items or []] == ["p1", "p2"]
+    assert first.has_next and first.get_next is not None
+    second = await first.get_next()
+    assert second is not None and [x.reference_id for x in second.items or []] == ["p3"]
+    assert not second.has_next
+
+
+def test_list_payments_refuses_a_time_that_is_not_rfc_3339(sandbox: RunningSandbox) -> None:
+    for value in ("yesterday", "2026-01-01T00:00:00"):  # the second has no offset
+        response = sandbox.control.get(
+            "/square/v2/payments", params={"begin_time": value}, headers=AUTH
+        )
+        assert response.status_code == 400
+        assert response.json()["errors"][0]["code"] == "INVALID_TIME"
 
 
 # --- complete and cancel ------------------------------------------------------------------

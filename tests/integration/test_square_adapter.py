@@ -11,16 +11,22 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
+import httpx
 import pytest
+from square import AsyncSquare
 from square.core.api_error import ApiError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+import gateways.square as square_adapter
 from domain.errors import (
     GatewayAuthError,
     GatewayDeclined,
@@ -29,6 +35,7 @@ from domain.errors import (
     GatewayUnavailable,
     NotSupported,
 )
+from domain.janitor import LOOKUP_AFTER_MS, LOOKUP_BEFORE_MS
 from domain.money import Money
 from domain.payment import CaptureMode
 from domain.status import PaymentStatus
@@ -38,11 +45,12 @@ from gateways.base import (
     CaptureRequest,
     Gateway,
     GatewayResult,
+    LookupRequest,
     RefundRequest,
     RefundStatus,
 )
 from gateways.sandbox.app import SandboxConfig
-from gateways.square import SquareGateway, interpret_event
+from gateways.square import LIKELY_SKEW_MS, SquareGateway, interpret_event
 from ingress.webhooks.base import VerifiedEvent, WebhookRejected
 from ingress.webhooks.square import SquareVerifier
 from tests.integration.test_sandbox_square import RunningSandbox, running_sandbox, serve_app
@@ -468,6 +476,173 @@ async def test_wrong_token_is_an_auth_error(sandbox: RunningSandbox) -> None:
         await gw.close()
 
     assert caught.value.code == "authentication_failed"
+
+
+# --- lookup without a reference (the janitor's) and listing -------------------------------
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def window_around(created_at_ms: int) -> tuple[int, int]:
+    """What `domain.janitor.lookup_window` gives a payment just requested."""
+    return created_at_ms - LOOKUP_BEFORE_MS, created_at_ms + LOOKUP_AFTER_MS
+
+
+@pytest.fixture
+async def others(sandbox: RunningSandbox) -> AsyncIterator[Callable[[int], Awaitable[None]]]:
+    """Make `count` payments in the same Square account that are not ours: alternately
+    without a reference and with another payment's."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        square = AsyncSquare(base_url=sandbox.square_base, token=TOKEN, httpx_client=http)
+        made = 0
+
+        async def make(count: int) -> None:
+            nonlocal made
+            for _ in range(count):
+                made += 1
+                await square.payments.create(
+                    source_id="cnon:card-nonce-ok",
+                    idempotency_key=str(uuid.uuid4()),
+                    amount_money={"amount": 100 + made, "currency": "USD"},
+                    reference_id=f"other_{made}" if made % 2 else None,
+                    request_options={"max_retries": 0},
+                )
+
+        yield make
+
+
+def list_requests(gateway: SquareGateway) -> list[httpx.URL]:
+    """Every ListPayments request the adapter sends from now on, as sent."""
+    sent: list[httpx.URL] = []
+
+    async def record(request: httpx.Request) -> None:
+        if request.method == "GET" and request.url.path.endswith("/v2/payments"):
+            sent.append(request.url)
+
+    gateway._http.event_hooks["request"].append(record)
+    return sent
+
+
+def as_ms(rfc3339: str | None) -> int:
+    assert rfc3339 is not None
+    return round(datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+async def test_lookup_without_a_reference_finds_our_payment_among_others(
+    gateway: SquareGateway, others: Callable[[int], Awaitable[None]]
+) -> None:
+    """An `unknown` payment's answer was lost: the janitor has only our payment id."""
+    requested = now_ms()
+    await others(3)
+    ours = await gateway.authorize(authorize_request())
+    await others(3)
+
+    found = await gateway.lookup(
+        LookupRequest(payment_id="pay_1", created_at_ms=requested, window=window_around(requested))
+    )
+
+    assert found is not None and found.gateway_reference == ours.gateway_reference
+    assert (found.status, found.captured_amount) == (PaymentStatus.SUCCEEDED, 1000)
+    # Without a window (an older caller), as before: from shortly before the request on.
+    assert await gateway.lookup(LookupRequest(payment_id="pay_1", created_at_ms=requested)) == found
+    never = LookupRequest(
+        payment_id="pay_2", created_at_ms=requested, window=window_around(requested)
+    )
+    assert await gateway.lookup(never) is None  # Square never heard of it
+
+
+async def test_a_lookups_list_requests_carry_a_bounded_end_time(
+    gateway: SquareGateway, others: Callable[[int], Awaitable[None]]
+) -> None:
+    requested = now_ms()
+    await gateway.authorize(authorize_request())
+    await others(2)
+    window = window_around(requested)
+    sent = list_requests(gateway)
+
+    assert await gateway.lookup(LookupRequest("pay_2", requested, window=window)) is None
+
+    assert len(sent) == 2  # the likely stretch first, then the rest of the window
+    spans = [
+        (as_ms(url.params.get("begin_time")), as_ms(url.params.get("end_time"))) for url in sent
+    ]
+    assert spans == [
+        (requested - LIKELY_SKEW_MS, window[1]),
+        (window[0], requested - LIKELY_SKEW_MS),
+    ]
+    assert all(url.params["sort_order"] == "ASC" for url in sent)
+
+
+async def test_a_lookup_finds_nothing_outside_its_window(
+    gateway: SquareGateway, others: Callable[[int], Awaitable[None]]
+) -> None:
+    """Square honours end_time (exclusive) and begin_time (inclusive): a window that closed
+    before our payment was made, or opens after, does not hold it."""
+    before = now_ms()
+    await asyncio.sleep(0.01)
+    await gateway.authorize(authorize_request())
+    await asyncio.sleep(0.01)
+    after = now_ms()
+
+    closed = LookupRequest("pay_1", before, window=(before - 60_000, before))
+    later = LookupRequest("pay_1", after, window=(after, after + 60_000))
+    assert await gateway.lookup(closed) is None
+    assert await gateway.lookup(later) is None
+    assert await gateway.lookup(LookupRequest("pay_1", before, window=(before, after))) is not None
+
+
+async def test_a_lookup_stops_listing_at_our_payment_and_reads_only_it(
+    gateway: SquareGateway,
+    others: Callable[[int], Awaitable[None]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """More than a page (100) of other payments after ours: one page is fetched, and only our
+    payment goes through the SDK's pydantic dump."""
+    requested = now_ms()
+    await gateway.authorize(authorize_request())
+    await others(120)
+    dumped: list[Any] = []
+
+    def dump(model: Any) -> dict[str, Any]:
+        dumped.append(model)
+        return real_dump(model)
+
+    real_dump = square_adapter._dump
+    monkeypatch.setattr(square_adapter, "_dump", dump)
+    sent = list_requests(gateway)
+
+    found = await gateway.lookup(LookupRequest("pay_1", requested, window=window_around(requested)))
+
+    assert found is not None and len(sent) == 1
+    assert [model.reference_id for model in dumped] == ["pay_1"]
+    sent.clear()
+    assert (
+        await gateway.lookup(LookupRequest("pay_2", requested, window=window_around(requested)))
+        is None
+    )
+    assert len(sent) == 3  # 121 payments in two pages, then the window's earlier part
+
+
+async def test_charges_since_lists_ours_and_stops_at_until(
+    gateway: SquareGateway, others: Callable[[int], Awaitable[None]]
+) -> None:
+    """`payments audit --against gateways` reads this; `until_ms` is optional."""
+    since = now_ms()
+    first = await gateway.authorize(authorize_request("pay_1"))
+    await others(2)  # one of them carries a reference of another system: listed too
+    await asyncio.sleep(0.01)
+    between = now_ms()
+    await asyncio.sleep(0.01)
+    second = await gateway.authorize(authorize_request("pay_2"))
+
+    every = await gateway.charges_since(since - 1_000)
+    assert [pid for pid, _ in every] == ["pay_1", "other_1", "pay_2"]
+    assert every[0][1].gateway_reference == first.gateway_reference
+    assert every[2][1].gateway_reference == second.gateway_reference
+    bounded = await gateway.charges_since(since - 1_000, between)
+    assert [pid for pid, _ in bounded] == ["pay_1", "other_1"]
 
 
 # --- webhooks -----------------------------------------------------------------------------

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from domain.janitor import Schedule, due_at, not_charged_is_proof, source_for
+from domain.janitor import (
+    LOOKUP_AFTER_MS,
+    LOOKUP_BEFORE_MS,
+    Schedule,
+    due_at,
+    last_authorize_at,
+    lookup_window,
+    not_charged_is_proof,
+    source_for,
+)
 from domain.payment import Payment, Source, StatusChecked, Verdict, decide
 from domain.status import PaymentStatus
 from tests.unit.test_payment_decide import outcome, request
@@ -177,3 +188,74 @@ def test_a_refund_the_gateway_never_answered_is_sent_again_on_the_schedule() -> 
     settled = decide(d.state, refund_done("r1")).state
     assert settled is not None and stuck_refunds(settled) == ()
     assert due_at(settled, SCHEDULE) is None
+
+
+# --- the window a gateway searched by creation time is searched over ----------------------
+
+
+def test_a_new_payment_is_searched_for_from_before_its_request_until_shortly_after() -> None:
+    state = decide(None, request()).state  # requested at 1
+    assert state is not None
+    assert lookup_window(state, SCHEDULE) == (1 - LOOKUP_BEFORE_MS, 1 + LOOKUP_AFTER_MS)
+
+
+def test_an_unknown_payment_is_searched_for_until_shortly_after_its_timed_out_answer() -> None:
+    """The executor answers `unknown` once every attempt of the call gave up: all were sent
+    before it, so the window reaches past that answer and not past a later check."""
+    state = unknown()  # the answer came at 1_000
+    begin, end = lookup_window(state, SCHEDULE)
+    assert (begin, end) == (1 - LOOKUP_BEFORE_MS, 1_000 + LOOKUP_AFTER_MS)
+    later = decide(state, check(state, Verdict.NO_ANSWER, at=3_600_000)).state
+    assert later is not None and later.checked_at_ms == 3_600_000
+    assert lookup_window(later, SCHEDULE) == (begin, end)  # a check sent nothing
+
+
+def test_the_window_never_ends_before_the_janitor_counts_a_call_as_landed() -> None:
+    slow = Schedule(not_charged_after_ms=LOOKUP_AFTER_MS * 3)
+    state = unknown()
+    assert lookup_window(state, slow)[1] == 1_000 + LOOKUP_AFTER_MS * 3
+
+
+def test_a_pending_payments_window_covers_an_authorize_sent_again_by_a_check() -> None:
+    state = decide(None, request()).state
+    assert state is not None
+    resent = decide(state, check(state, Verdict.NOT_CHARGED, at=400_000))
+    assert resent.commands and resent.state is not None  # the lost authorize, sent again
+    assert lookup_window(resent.state, SCHEDULE)[1] == 400_000 + LOOKUP_AFTER_MS
+
+
+def test_a_failed_over_payments_window_covers_the_new_gateways_authorize() -> None:
+    from tests.unit.test_failover import answer, routed
+
+    state = routed()
+    moved = decide(state, answer(state, S.FAILED, "gateway_circuit_open"))
+    assert moved.state is not None and moved.state.gateway == "stripe"
+    (cmd,) = moved.commands
+    assert last_authorize_at(moved.state) == cmd.issued_at_ms == 5
+    late = dataclasses.replace(
+        moved.state,
+        updated_at_ms=1,
+        pending_commands=(dataclasses.replace(cmd, issued_at_ms=900_000),),
+    )
+    assert lookup_window(late, SCHEDULE)[1] == 900_000 + LOOKUP_AFTER_MS
+
+
+def test_the_window_is_bounded_by_the_payment_never_by_the_clock_or_other_payments() -> None:
+    """Its length depends only on this payment's own history: a check a day later searches
+    the same stretch as one a minute later."""
+    state = unknown()
+    begin, end = lookup_window(state, SCHEDULE)
+    for at in (70_000, 3_600_000, 86_400_000):
+        checked = decide(state, check(state, Verdict.NO_ANSWER, at=at)).state
+        assert checked is not None and lookup_window(checked, SCHEDULE) == (begin, end)
+    assert end - begin == LOOKUP_BEFORE_MS + (1_000 - 1) + LOOKUP_AFTER_MS
+
+
+def test_the_janitors_question_carries_the_window() -> None:
+    from agents.janitor import lookup_request
+
+    state = unknown()
+    req = lookup_request(state, SCHEDULE)
+    assert req.window == lookup_window(state, SCHEDULE)
+    assert req.payment_id == "pay_1" and req.created_at_ms == state.created_at_ms
+    assert req.authorize is not None and req.authorize.idempotency_key == "pay_1:authorize:1"
