@@ -80,6 +80,12 @@ PROCESSING_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
 )
 
+EVENT_LOOP_LAG = Gauge(
+    "payments_event_loop_lag_seconds",
+    "How late the worker's event loop last woke a task that slept (`agents.looplag`): the "
+    "time every agent, timer and heartbeat waited behind code that held the loop.",
+)
+
 
 class ConsumerLag:
     """`payments_consumer_lag`: per assigned input partition, the records between the

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from faust.worker import Worker
 from prometheus_client import REGISTRY
 
-from agents import analytics, executor, fraud, janitor, pages, payment, projection
+from agents import analytics, executor, fraud, janitor, looplag, pages, payment, projection
 from agents.breaker import breakers_for
 from agents.metrics import ConsumerLag
 from gateways.base import Gateway
@@ -125,6 +125,7 @@ def run_worker(settings: Settings) -> None:
         emit_every_s=settings.metrics_emit_interval_s,
     )
     pages.register(app, tables, breakers)
+    looplag.register(app)  # payments_event_loop_lag_seconds, and a warning when the loop stalls
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _close(app_: object, **kwargs: object) -> None:
