@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck unit browser clean
+.PHONY: run test lint typecheck unit browser kafka clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,13 +12,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-## run: the whole pipeline on its embedded default (Tansu, Redis, sandbox, worker, ingress)
+## run: the whole pipeline on its default broker (Apache Kafka when Java 17+ and Maven are
+## here, else Tansu; PAYMENTS_DEV_BROKER=kafka|tansu chooses), Redis, sandbox, worker, ingress
 run: $(STAMP)
 	$(BIN)/payments dev
 
-## test: lint, type-check, then every test (unit + against the real embedded stack)
-test: lint typecheck browser
+## test: lint, type-check, then every test (unit + against the real stack on Apache Kafka),
+## then the tests marked `tansu` again on the Tansu fallback broker
+test: lint typecheck browser kafka
 	$(BIN)/python -m pytest -q --durations=15
+	PAYMENTS_TEST_BROKER=tansu $(BIN)/python -m pytest -q -m tansu
+
+## kafka: Apache Kafka's jars from Maven Central, once per machine (needs Java 17+ and Maven)
+kafka: $(STAMP)
+	$(BIN)/payments kafka fetch
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -566,7 +566,8 @@ def parse_mix(text: str) -> dict[str, float]:
 
 def run_from_cli(args: Any, settings: Any) -> int:
     """Start the embedded stack (or read a running one's endpoints), run, print, record."""
-    from payments.devstack import DevOptions, DevStack
+    from payments.devstack import Broker, DevOptions, DevStack
+    from payments.procs import code_commit
 
     logging.getLogger("aiokafka").setLevel(logging.WARNING)  # joins and assignments: noise here
     stack = None
@@ -578,7 +579,7 @@ def run_from_cli(args: Any, settings: Any) -> int:
         shutil.rmtree(state_dir, ignore_errors=True)  # a bench starts from empty tables
         stack = DevStack(
             settings,
-            DevOptions.on_free_ports(state_dir),
+            DevOptions.on_free_ports(state_dir, broker=Broker(args.broker or settings.dev_broker)),
         )
         try:
             stack.start()
@@ -617,6 +618,8 @@ def run_from_cli(args: Any, settings: Any) -> int:
     finally:
         if stack is not None:
             stack.stop()
+    result["broker"] = stack.broker.value if stack and stack.broker else "external"
+    result["commit"] = code_commit()
     print_summary(result)
     if args.json_out:
         with open(args.json_out, "a") as f:

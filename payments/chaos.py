@@ -18,7 +18,10 @@ never be lost. Meanwhile faults are injected one after the other, each for a bou
 - `webhook_chaos`: webhooks delayed, duplicated and reordered by the sandbox, plus forged
   ones sent to the ingress;
 - `garbage`: undecodable records (random bytes, truncated Avro, unknown writer schema, empty
-  and null values) produced to every input topic.
+  and null values) produced to every input topic;
+- `broker_kill`: Apache Kafka SIGKILLed mid-load and started again on the same data
+  directory (skipped on Tansu, which keeps nothing across a restart). Producers, consumers,
+  the ingress and the workers must reconnect by themselves.
 
 When the load has stopped and the faults are undone, the run waits for the pipeline to
 drain and checks (`Violation.kind` in brackets):
@@ -81,12 +84,12 @@ from domain.errors import SerializationError
 from domain.ids import payment_id_for, refund_id_for
 from payments import audit, dlq
 from payments.bench import OK_TOKENS
-from payments.procs import Child, free_port, http_ok
+from payments.procs import Child, code_commit, free_port, http_ok
 from schemas import codec, decode
 from schemas.codec import SCHEMA_DIR
 from streams import names, tansu_compat
 from streams.readmodel import refund_key
-from streams.scan import read_topic
+from streams.scan import partitions_of, read_topic
 
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -99,9 +102,10 @@ SCENARIOS = (
     "gateway_outage",
     "webhook_chaos",
     "garbage",
+    "broker_kill",
 )
 # These need the processes of a stack this run can restart (not a --target one).
-PROCESS_SCENARIOS = frozenset({"worker_kill", "ingress_restart", "redis_restart"})
+PROCESS_SCENARIOS = frozenset({"worker_kill", "ingress_restart", "redis_restart", "broker_kill"})
 
 # The environment a chaos stack runs with: a janitor that resolves `unknown` payments within
 # seconds, not hours, and circuits that probe again soon after an outage. Stale pending
@@ -196,6 +200,9 @@ class ChaosResult:
     seed: int
     scenarios: list[str]
     started_at: float  # epoch seconds
+    broker: str = ""  # kafka, tansu, or external (a --target stack's)
+    commit: str = ""  # the code under test (git HEAD, `+dirty` with local changes)
+    workers: int = 1
     load_s: float = 0.0
     drain_s: float = 0.0
     total_s: float = 0.0
@@ -317,12 +324,7 @@ class StatusWatcher:
             client_id=f"payments-chaos-{uuid.uuid4().hex[:6]}",
         )
         await consumer.start()
-        await consumer.topics()
-        tps = [
-            TopicPartition(topic, p)
-            for topic in (names.PAYMENT_STATUS, names.REFUND_STATUS)
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
+        tps = await partitions_of(consumer, names.PAYMENT_STATUS, names.REFUND_STATUS)
         consumer.assign(tps)
         # From the end as it is now: the run's records all come later.
         for tp, end in (await consumer.end_offsets(tps)).items():
@@ -472,6 +474,10 @@ class Processes:
             with contextlib.suppress(Exception):
                 await client.aclose()
         await asyncio.to_thread(_wait_exit, child, 10.0)
+        if not self.keep_redis_data:
+            # A stack on Apache Kafka runs Redis with an append-only file: losing the data
+            # means losing that file too.
+            shutil.rmtree(self.stack.redis_dir, ignore_errors=True)
 
         async def up() -> None:
             child.start()
@@ -920,6 +926,27 @@ class Injector:
             await up()
         return {"kept_data": self.processes.keep_redis_data}
 
+    async def _broker_kill(self, end: float) -> dict[str, Any]:
+        """SIGKILL Apache Kafka (no clean shutdown, no flush), keep it down for a while, start
+        it again on the same data directory; nothing else is touched, so every client must
+        find its way back by itself."""
+        stack = self.processes.stack
+        if stack is None or stack.opts.external_kafka:
+            return self._skip("broker_kill", "the broker is not a child of this run's stack")
+        if getattr(stack, "broker", None) != "kafka":
+            return self._skip("broker_kill", "Tansu keeps nothing across a restart")
+        child = stack.child("kafka")
+        await asyncio.to_thread(child.stop, 15.0, signal.SIGKILL)
+        self.record.faults["broker_kill"] += 1
+        down_s = max(1.0, min(5.0, end - time.monotonic()))
+        await asyncio.sleep(down_s)
+        restarted = time.monotonic()
+        child.start()
+        await self.processes.ready(child)
+        ready_s = time.monotonic() - restarted
+        await asyncio.sleep(max(0.0, end - time.monotonic()))
+        return {"down_s": round(down_s, 1), "ready_after_s": round(ready_s, 1)}
+
     async def _gateway_errors(self, end: float) -> dict[str, Any]:
         bursts: list[str] = []
         try:
@@ -1227,12 +1254,7 @@ async def check_lag(bootstrap: str, group: str, record: Record, wait_s: float = 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await consumer.topics()
-        tps = [
-            TopicPartition(t, p)
-            for t in CONSUMED_TOPICS
-            for p in sorted(consumer.partitions_for_topic(t) or ())
-        ]
+        tps = await partitions_of(consumer, *CONSUMED_TOPICS)
         deadline = time.monotonic() + wait_s
         while True:
             ends = await consumer.end_offsets(tps)
@@ -1485,8 +1507,15 @@ async def run_async(opts: ChaosOptions, endpoints: Endpoints, stack: Any | None)
     seed = opts.seed if opts.seed is not None else random.randrange(2**31)
     rng = random.Random(seed)
     run_id = uuid.uuid4().hex[:8]
+    broker = getattr(stack, "broker", None)
     result = ChaosResult(
-        run_id=run_id, seed=seed, scenarios=list(opts.scenarios), started_at=time.time()
+        run_id=run_id,
+        seed=seed,
+        scenarios=list(opts.scenarios),
+        started_at=time.time(),
+        broker=broker.value if broker else "external",
+        commit=code_commit(),
+        workers=opts.workers,
     )
     started = time.monotonic()
     await tansu_compat.prepare(endpoints.kafka_bootstrap, "auto")
@@ -1637,7 +1666,7 @@ def run_from_cli(args: Any, settings: Any) -> int:
     """`payments chaos`: start a stack of our own (or use --target's), run, print, record."""
     import os
 
-    from payments.devstack import DevOptions, DevStack
+    from payments.devstack import Broker, DevOptions, DevStack
 
     logging.getLogger("aiokafka").setLevel(logging.ERROR)  # joins, dead connections: noise
     scenarios = tuple(args.scenario) if args.scenario else SCENARIOS
@@ -1677,7 +1706,7 @@ def run_from_cli(args: Any, settings: Any) -> int:
     shutil.rmtree(state_dir, ignore_errors=True)  # the embedded broker starts empty anyway
     stack = DevStack(
         settings,
-        DevOptions.on_free_ports(state_dir),
+        DevOptions.on_free_ports(state_dir, broker=Broker(args.broker or settings.dev_broker)),
     )
     try:
         stack.start()

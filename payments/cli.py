@@ -23,12 +23,14 @@ def _configure_logging(level: str) -> None:
 
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
-    from payments.devstack import DevOptions, DevStack
+    from payments.devstack import Broker, DevOptions, DevStack
     from payments.procs import StartupError
 
     opts = DevOptions(
         state_dir=Path(args.state_dir),
         external_kafka=args.kafka_bootstrap,
+        broker=Broker(args.broker or settings.dev_broker),
+        fresh=args.fresh,
         external_redis=args.redis_url,
         redis_server=args.redis_server or settings.redis_server,
         kafka_port=args.kafka_port,
@@ -48,6 +50,21 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     stack.print_endpoints()
     return stack.serve_forever()
+
+
+def cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
+    """`payments kafka fetch`: assemble Apache Kafka from Maven Central once; print where."""
+    from payments import apache_kafka
+
+    cached = apache_kafka.is_fetched(apache_kafka.default_cache_dir())
+    try:
+        where = apache_kafka.fetch(quiet=not args.verbose)
+    except apache_kafka.KafkaSetupError as exc:
+        print(f"payments kafka fetch: {exc}", file=sys.stderr)
+        return 1
+    state = "already cached" if cached else "fetched from Maven Central"
+    print(f"Apache Kafka {apache_kafka.KAFKA_VERSION} ({state}): {where / 'libs'}")
+    return 0
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -214,7 +231,20 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument(
         "--kafka-bootstrap",
         default=None,
-        help="use this running Kafka instead of starting the embedded Tansu broker",
+        help="use this running Kafka (host:port,...) instead of starting a broker",
+    )
+    dev.add_argument(
+        "--broker",
+        choices=["kafka", "tansu", "auto"],
+        default=None,
+        help="the broker to start: Apache Kafka (from Maven Central), Tansu, or auto (Kafka "
+        "when Java >= 17 and Maven are here, else Tansu); or PAYMENTS_DEV_BROKER (auto)",
+    )
+    dev.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start empty: drop the broker's data, the tables and the read model of the last "
+        "run (Apache Kafka keeps them; Tansu never does)",
     )
     dev.add_argument(
         "--redis-url", default=None, help="use this running Redis instead of starting one"
@@ -236,6 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dev.add_argument("--sandbox-latency-ms", type=int, default=0)
     dev.set_defaults(func=cmd_dev)
+
+    kafka = sub.add_parser("kafka", help="Apache Kafka for the dev stack, tests, bench, chaos")
+    kafka.add_argument("action", choices=["fetch"], help="fetch: assemble it once; print where")
+    kafka.add_argument("--verbose", action="store_true", help="show Maven's output")
+    kafka.set_defaults(func=cmd_kafka)
 
     sub.add_parser("worker", help="run one faust worker").set_defaults(func=cmd_worker)
     ingress = sub.add_parser("ingress", help="run the HTTP ingress (uvicorn)")
@@ -318,6 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--drain-s", type=float, default=30.0)
     bench.add_argument("--raw-count", type=int, default=20_000)
     bench.add_argument("--target", default=None, help="endpoints.json of a running stack")
+    bench.add_argument(
+        "--broker",
+        choices=["kafka", "tansu", "auto"],
+        default=None,
+        help="the broker its stack starts (or PAYMENTS_DEV_BROKER; auto by default)",
+    )
     bench.add_argument("--state-dir", default=".payments/bench")
     bench.add_argument("--json-out", default=None, help="append the result line to this file")
     bench.set_defaults(func=cmd_bench)
@@ -354,6 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     chaos.add_argument("--seed", type=int, default=None)
     chaos.add_argument("--target", default=None, help="endpoints.json of a running stack")
+    chaos.add_argument(
+        "--broker",
+        choices=["kafka", "tansu", "auto"],
+        default=None,
+        help="the broker its stack starts (or PAYMENTS_DEV_BROKER; auto by default)",
+    )
     chaos.add_argument("--state-dir", default=".payments/chaos")
     chaos.add_argument(
         "--json-out", default=None, help="append the result here (.payments/chaos-results.jsonl)"

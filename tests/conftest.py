@@ -1,7 +1,10 @@
-"""Shared fixtures: the real embedded stack (Tansu, Redis, sandbox, worker, ingress).
+"""Shared fixtures: the real stack (broker, Redis, sandbox, worker, ingress) on loopback.
 
-`PAYMENTS_TEST_BACKEND=containers` (with a Docker engine) runs Kafka and Redis in
-testcontainers instead of Tansu and the embedded Redis; everything else is the same.
+`PAYMENTS_TEST_BROKER` picks the broker each stack starts: `kafka` (the default: Apache Kafka
+assembled from Maven Central, the production broker), `tansu` (the embedded fallback; `make
+test` reruns the tests marked `tansu` on it) or `auto`. `PAYMENTS_TEST_BACKEND=containers`
+(with a Docker engine) runs Kafka and Redis in testcontainers instead; everything else is
+the same.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from payments.devstack import DevOptions, DevStack
+from payments.devstack import Broker, DevOptions, DevStack
 from payments.settings import load_settings
 
 BACKEND = os.environ.get("PAYMENTS_TEST_BACKEND", "embedded")
+BROKER = Broker(os.environ.get("PAYMENTS_TEST_BROKER", Broker.KAFKA.value))
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +50,11 @@ def running_stack(
     settings for its processes."""
     kafka, redis = external
     opts = DevOptions.on_free_ports(
-        state_dir, external_kafka=kafka, external_redis=redis, env=dict(env or {})
+        state_dir,
+        external_kafka=kafka,
+        external_redis=redis,
+        broker=BROKER,
+        env=dict(env or {}),
     )
     stack = DevStack(load_settings(), opts)
     try:

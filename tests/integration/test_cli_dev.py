@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from payments.procs import free_port
+from tests.conftest import BROKER
 from tests.integration.helpers import payment_body
 
 pytestmark = pytest.mark.stack
@@ -27,7 +28,7 @@ def dev_command(state: Path, ingress_port: int, *extra: str) -> list[str]:
         sys.executable, "-m", "payments.cli", "dev", "--state-dir", str(state),
         "--kafka-port", str(free_port()), "--redis-port", str(free_port()),
         "--sandbox-port", str(free_port()), "--worker-web-port", str(free_port()),
-        "--ingress-port", str(ingress_port), *extra,
+        "--ingress-port", str(ingress_port), "--broker", BROKER.value, *extra,
     ]  # fmt: skip
 
 
@@ -74,7 +75,8 @@ def test_dev_serves_picks_a_free_port_and_stops_with_no_orphans(tmp_path: Path) 
             assert httpx.get(f"{ingress}/v1/payments", headers=admin).status_code == 200
             children = psutil.Process(proc.pid).children(recursive=True)
             names = " ".join(" ".join(c.cmdline()) for c in children)
-            for part in ("tansu", "redis-server", "sandbox", "worker", "ingress"):
+            broker = {"kafka": "kafka.Kafka", "tansu": "tansu"}.get(BROKER.value, "")
+            for part in (broker, "redis-server", "sandbox", "worker", "ingress"):
                 assert part in names
         finally:
             proc.send_signal(signal.SIGTERM)

@@ -18,7 +18,7 @@ from tests.integration.helpers import (
     wait_status,
 )
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.tansu]
 
 OK = {"stripe": "pm_card_visa", "paypal": "paypal_vault_ok", "square": "cnon:card-nonce-ok"}
 

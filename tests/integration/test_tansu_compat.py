@@ -12,7 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from payments.devstack import DevStack
 from streams import tansu_compat
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.tansu]
 
 
 @pytest.fixture(scope="module")

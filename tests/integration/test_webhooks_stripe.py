@@ -23,7 +23,7 @@ from tests.integration.helpers import (
     wait_status,
 )
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.tansu]
 SECRET = "whsec_sandbox"  # the default both the sandbox and the ingress use
 
 

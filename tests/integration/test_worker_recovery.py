@@ -14,7 +14,7 @@ from payments.devstack import DevStack
 from tests.conftest import running_stack
 from tests.integration.helpers import api_client, payment_body, post_payment, wait_settled
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.tansu]
 
 
 @pytest.fixture(scope="module")
