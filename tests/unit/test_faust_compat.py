@@ -108,3 +108,40 @@ def test_a_processed_record_is_still_committed(tmp_path) -> None:
 
     app = create_app(Settings(data_dir=tmp_path, store="memory://"))
     assert _skipped_then_committed(app.consumer, processed=True) == 4
+
+
+def _acked_after_a_hole(consumer, missing: int) -> int | None:
+    """Offsets 3+missing.. acked (applied) while 3.. (the committed offset on) never were."""
+    from faust.types import TP
+
+    tp = TP("gateway_commands", 0)
+    consumer._committed_offset[tp] = 3
+    consumer._acked[tp] = [3 + missing + i for i in range(5)]
+    return consumer._new_offset(tp)
+
+
+def test_faust_commits_past_one_record_never_acked(tmp_path) -> None:
+    import faust
+
+    app = faust.App("bug3", broker="kafka://127.0.0.1:1", store="memory://", datadir=tmp_path)
+    # The bug: the gateway command at offset 3 reached no agent, yet the commit passes it.
+    assert _acked_after_a_hole(app.consumer, missing=1) == 9
+    assert _acked_after_a_hole(app.consumer, missing=2) is None  # and two strand it
+
+
+def test_the_commit_stops_at_a_hole(tmp_path) -> None:
+    from payments.settings import Settings
+    from streams.app import create_app
+
+    app = create_app(Settings(data_dir=tmp_path, store="memory://"))
+    assert _acked_after_a_hole(app.consumer, missing=1) is None
+    assert _acked_after_a_hole(app.consumer, missing=0) == 8  # no hole: commits as before
+
+
+def test_a_hole_is_what_nobody_acked_or_holds() -> None:
+    hole_of = faust_compat.hole_of
+    assert hole_of(3, [5, 6], []) == (3, 5)  # 3 and 4 reached no agent
+    assert hole_of(3, [5, 6], [3]) is None  # 3 is being worked on: not a hole (yet)
+    assert hole_of(3, [3, 4], []) is None  # contiguous from the commit
+    assert hole_of(None, [5], []) is None  # nothing committed yet: faust's own rules
+    assert hole_of(3, [], []) is None
