@@ -320,7 +320,6 @@ class StatusWatcher:
             bootstrap_servers=self._bootstrap,
             group_id=None,
             enable_auto_commit=False,
-            fetch_max_wait_ms=tansu_compat.FETCH_MAX_WAIT_MS,
             client_id=f"payments-chaos-{uuid.uuid4().hex[:6]}",
         )
         await consumer.start()
@@ -1297,6 +1296,8 @@ async def check_webhooks(sandbox_url: str, record: Record, since: float) -> None
 _DROPPED = re.compile(r"ignored (\w+) for (pay_\w+): (unknown_payment|unknown_refund)")
 # streams.gaps.GapWatch's warning
 _GAP = re.compile(r"(\w+\[\d+\]): offsets (\d+)\.\.(\d+) were never delivered to the agent")
+# `streams.faust_compat.redeliver_holes`: a record that reached no agent, fetched again.
+_HOLE = re.compile(r"(\S+\[\d+\]): offsets (\d+)\.\.(\d+) never reached an agent")
 
 
 def check_worker_logs(log_dir: Path, record: Record) -> None:
@@ -1304,9 +1305,12 @@ def check_worker_logs(log_dir: Path, record: Record) -> None:
     refund, means the worker's state had lost it (the payment agent logs each such input).
     An input partition that jumped over offsets may have lost records (`streams.gaps`)."""
     dropped: dict[str, Counter[str]] = {}
+    holes: list[str] = []
     for path in sorted(log_dir.glob("worker*.log")):
         with path.open(errors="replace") as f:
             for line in f:
+                if hole := _HOLE.search(line):
+                    holes.append(f"{hole.group(1)}@{hole.group(2)}..{hole.group(3)}")
                 if gap := _GAP.search(line):
                     record.violate(
                         "input_gap",
@@ -1317,6 +1321,11 @@ def check_worker_logs(log_dir: Path, record: Record) -> None:
                 if found and found.group(2) in record.accepted:
                     what = f"{found.group(1)} ({found.group(3)})"
                     dropped.setdefault(found.group(2), Counter())[what] += 1
+    if holes:
+        record.notes.append(
+            f"{len(holes)} hole(s) of records that reached no agent, fetched again: "
+            + ", ".join(holes[:20])
+        )
     for pid, inputs in sorted(dropped.items()):
         listed = ", ".join(f"{n} {what}" for what, n in sorted(inputs.items()))
         record.violate(
