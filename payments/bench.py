@@ -20,7 +20,7 @@ import shutil
 import statistics
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from domain.status import SETTLED
 from schemas import codec, decode
 from streams import names, tansu_compat
 from streams.admin import ensure_topics
+from streams.scan import partitions_of
 
 console = Console(stderr=True)
 
@@ -165,7 +166,6 @@ async def raw_kafka_rate(bootstrap: str, count: int, partitions: int) -> float:
         bootstrap_servers=bootstrap,
         group_id=f"bench-raw-{uuid.uuid4().hex}",
         auto_offset_reset="latest",
-        fetch_max_wait_ms=tansu_compat.FETCH_MAX_WAIT_MS,
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
     await consumer.start()
@@ -338,6 +338,7 @@ async def worker_metrics(session: aiohttp.ClientSession, worker: str) -> dict[st
     wanted = {
         "payments_gateway_calls_in_flight_peak": "peak",
         "process_resident_memory_bytes": "rss",
+        "process_cpu_seconds_total": "cpu_s",
     }
     out: dict[str, float] = {}
     for line in text.splitlines():
@@ -345,6 +346,47 @@ async def worker_metrics(session: aiohttp.ClientSession, worker: str) -> dict[st
         if match and match.group(1) in wanted:
             out[wanted[match.group(1)]] = float(match.group(2))
     return out
+
+
+async def records_by_topic(bootstrap: str) -> dict[str, int]:
+    """How many records each topic holds (end offsets summed over its partitions), every
+    topic of the pipeline and faust's changelogs included; Kafka's own and the bench's raw
+    topic left out. Two readings around a run give the records it produced."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        topics = [t for t in await admin.list_topics() if not t.startswith("__") and t != RAW_TOPIC]
+        tps = await partitions_of(consumer, *topics)
+        ends = await consumer.end_offsets(tps) if tps else {}
+    finally:
+        await consumer.stop()
+        await admin.close()
+    counts: dict[str, int] = {}
+    for tp, end in ends.items():
+        counts[tp.topic] = counts.get(tp.topic, 0) + end
+    return counts
+
+
+def per_minute(settled_at: Iterable[float], started: float, seconds: float) -> list[float]:
+    """Payments/s settled in each whole minute of the run (a partial last minute is left out)."""
+    minutes = int(seconds // 60)
+    counts = [0] * minutes
+    for at in settled_at:
+        m = int((at - started) // 60)
+        if 0 <= m < minutes:
+            counts[m] += 1
+    return [round(c / 60, 1) for c in counts]
+
+
+def flatness(rates: list[float]) -> str | None:
+    """`not flat` when the last whole minute settled less than 80% of the first."""
+    if len(rates) < 2:
+        return None
+    return "flat" if rates[-1] >= 0.8 * rates[0] else "not flat"
 
 
 async def duplicate_charges(
@@ -364,12 +406,13 @@ async def bench(opts: BenchOptions, endpoints: Endpoints) -> dict[str, Any]:
         raw_rate = await raw_kafka_rate(endpoints.kafka_bootstrap, opts.raw_count, opts.partitions)
 
         run = Run()
+        records_before = await records_by_topic(endpoints.kafka_bootstrap)
+        metrics_before = await worker_metrics(control, endpoints.worker_url)
         consumer = AIOKafkaConsumer(
             names.PAYMENT_STATUS,
             bootstrap_servers=endpoints.kafka_bootstrap,
             group_id=f"bench-{uuid.uuid4().hex}",
             auto_offset_reset="latest",
-            fetch_max_wait_ms=tansu_compat.FETCH_MAX_WAIT_MS,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         await consumer.start()
@@ -389,12 +432,21 @@ async def bench(opts: BenchOptions, endpoints: Endpoints) -> dict[str, Any]:
         finished = max(run.settled_at.values(), default=time.perf_counter())
         metrics = await worker_metrics(control, endpoints.worker_url)
         duplicates = await duplicate_charges(control, endpoints.sandbox_url, set(run.accepted_at))
+        records_after = await records_by_topic(endpoints.kafka_bootstrap)
+    produced = {
+        t: n - records_before.get(t, 0)
+        for t, n in sorted(records_after.items())
+        if n - records_before.get(t, 0) > 0
+    }
+    settled = max(1, len(run.settled_at))
+    cpu_ms = (metrics.get("cpu_s", 0.0) - metrics_before.get("cpu_s", 0.0)) * 1000
 
     latencies = [
         (run.settled_at[p] - a) * 1000 for p, a in run.accepted_at.items() if p in run.settled_at
     ]
     seconds = max(finished - started, 1e-9)
     per_s = len(run.settled_at) / seconds
+    minutes = per_minute(run.settled_at.values(), started, seconds)
     return {
         "via": opts.via,
         "mode": "open" if opts.rate else "closed",
@@ -407,6 +459,11 @@ async def bench(opts: BenchOptions, endpoints: Endpoints) -> dict[str, Any]:
         "statuses": run.statuses,
         "seconds": round(seconds, 2),
         "payments_per_s": round(per_s, 1),
+        "per_minute": minutes,
+        "sustained": flatness(minutes),
+        "worker_cpu_ms_per_payment": round(cpu_ms / settled, 2),
+        "records_per_payment": round(sum(produced.values()) / settled, 1),
+        "records_per_payment_by_topic": {t: round(n / settled, 2) for t, n in produced.items()},
         "p50_ms": round(percentile(latencies, 50), 1),
         "p95_ms": round(percentile(latencies, 95), 1),
         "p99_ms": round(percentile(latencies, 99), 1),
