@@ -170,7 +170,8 @@ def register(
 
     async def resend_screen(payment: Payment) -> StatusChecked:
         """The fraud rules never answered (a check lost on its way): ask them again. Their
-        histories count a payment once, and a second verdict is ignored."""
+        histories count a payment once, and a second verdict is ignored. Always to the user
+        stage, whichever stages have a rule on: it takes any screen (`agents/fraud.py`)."""
         screen = payment.screen()
         await topics.fraud_checks.send(
             key=screen.user_id.encode(),

@@ -18,6 +18,7 @@ import faust
 from faust.types import TP
 
 from agents.dead_letter import send_to_dead_letter
+from agents.fraud import observe as observe_verdict
 from agents.metrics import (
     INPUTS_IGNORED,
     JANITOR_EXHAUSTED,
@@ -26,6 +27,7 @@ from agents.metrics import (
     WEBHOOKS_UNHANDLED,
 )
 from domain.errors import PaymentError, SerializationError
+from domain.fraud import FraudRules, Stage
 from domain.janitor import CHECKED, Schedule, due_at, stuck_refunds
 from domain.payment import (
     CancelRequested,
@@ -220,9 +222,12 @@ def register(
     sweep_every_ms: int,
     schedule: Schedule,
     bootstrap: str,
-    screening: bool,
+    fraud_rules: FraudRules | None,
 ) -> Any:
+    """`fraud_rules`: the fraud rules, or None when screening is off. The stateless ones are
+    decided in `decide`; a screen goes to the first stage with a rule on (`first_stage`)."""
     payments = tables.payments
+    first = fraud_rules.first_stage if fraud_rules is not None else Stage.USER
     ledger = InputLedger(tables.inputs)
     reader = RangeReader(bootstrap)
 
@@ -253,9 +258,14 @@ def register(
             await topics.payment_status.send(
                 key=key, value=_STATUS.encode(status_record(state, change)), headers=_STATUS.headers
             )
-        for screen in decision.screens:  # to the fraud rules' first stage, by user
-            await topics.fraud_checks.send(
-                key=screen.user_id.encode(),
+        for screen in decision.screens:  # to the first fraud stage with a rule on
+            topic, by = (
+                (topics.fraud_card_checks, screen.card)
+                if first is Stage.CARD
+                else (topics.fraud_checks, screen.user_id)
+            )
+            await topic.send(
+                key=by.encode(),
                 value=_SCREEN.encode(screen_to_record(screen, kind="screen")),
                 headers=_SCREEN.headers,
             )
@@ -279,7 +289,7 @@ def register(
             row = payments.get(item.payment_id)
             state = payment_from_row(row) if row is not None else None
             recalled = recall(tables, item, state, now_ms)
-            decision = recalled or decide(state, item, screening=screening)
+            decision = recalled or decide(state, item, fraud=fraud_rules)
         except UnhandledEvent as unhandled:
             WEBHOOKS_UNHANDLED.labels(unhandled.gateway, unhandled.event_type).inc()
             log.info("unhandled webhook type, skipped: %s", unhandled)
@@ -298,6 +308,8 @@ def register(
                 decision.ignored,
             )
         await emit(decision, item.payment_id)
+        if decision.verdict is not None:  # the stateless rules decided it, in `decide`
+            observe_verdict(decision.verdict.payment_id, decision.verdict.hits)
         if decision.ignored is None and decision.state is not None:
             observe_settled(decision.state, decision.changes)
         if decision.state is not None and decision.state != state:

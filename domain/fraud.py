@@ -1,12 +1,15 @@
 """Fraud rules: what a payment request looks like against its user's and its card's recent
-history. Pure: the fraud agents (`agents/fraud.py`) keep the history in tables and call these.
+history. Pure: the payment agent and the fraud agents (`agents/fraud.py`) call these.
 
-A payment is screened in two stages, each keyed so that one worker sees all of a key's
-history: by user (velocity per user, and the rules that need no history: amount threshold
-per currency, billing country against IP country), then by card fingerprint (velocity per
-card, and a burst of declines on the card). Each rule that fires is a `Hit` with its
-outcome; the payment's outcome is the most severe: `allow`, `review` (held for a person, with
-an `in_review` status record) or `block` (`failed`, `fraud_suspected`).
+The rules that need no history (amount threshold per currency, billing country against IP
+country) are decided in the payment's own decision (`domain.payment.decide`): a topic hop
+buys them neither ordering nor state, only latency. The rules that need history are screened
+in stages, each keyed so that one worker sees all of a key's history: by user (velocity per
+user), then by card fingerprint (velocity per card, and a burst of declines on the card). A
+payment goes only through the stages that have a rule on (`FraudRules.stages`); with none,
+nothing goes through a topic. Each rule that fires is a `Hit` with its outcome; the payment's
+outcome is the most severe: `allow`, `review` (held for a person, with an `in_review` status
+record) or `block` (`failed`, `fraud_suspected`).
 
 History entries are (payment id, time): a redelivered screen finds its payment already
 there and counts it once, so the verdict does not depend on redeliveries.
@@ -32,6 +35,13 @@ class Outcome(StrEnum):
 _SEVERITY = {Outcome.ALLOW: 0, Outcome.REVIEW: 1, Outcome.BLOCK: 2}
 
 
+class Stage(StrEnum):
+    """A stage of the rules that need history, by the key its topic is partitioned on."""
+
+    USER = "user"  # fraud_checks, keyed by user id
+    CARD = "card"  # fraud_card_checks, keyed by card fingerprint
+
+
 @dataclass(frozen=True, slots=True)
 class Limit:
     """More than `count` events within `window_ms` (this one included) gives `outcome`."""
@@ -55,6 +65,20 @@ class FraudRules:
     declines: tuple[Limit, ...] = ()  # declines on the card within the window, this one not
     amounts: tuple[AmountLimit, ...] = ()
     country_mismatch: Outcome = Outcome.ALLOW
+
+    @property
+    def stages(self) -> tuple[Stage, ...]:
+        """The stages a payment goes through, in order: only those with a rule on. Empty
+        when only the stateless rules are on: the payment agent then decides alone."""
+        user = (Stage.USER,) if self.user_velocity else ()
+        card = (Stage.CARD,) if self.card_velocity or self.declines else ()
+        return (*user, *card)
+
+    @property
+    def first_stage(self) -> Stage:
+        """Where a screen goes: the first stage with a rule on. The user stage when none is:
+        it takes any screen (a payment left awaiting by an upgrade) and answers it."""
+        return self.stages[0] if self.stages else Stage.USER
 
     @property
     def user_keep_ms(self) -> int:
@@ -87,7 +111,7 @@ class Screen:
     at_ms: int
     billing_country: str | None = None
     ip_country: str | None = None
-    hits: tuple[str, ...] = field(default=())  # Hit.label()s of the stages before
+    hits: tuple[str, ...] = field(default=())  # Hit.label()s decided before this stage
 
 
 History = list[list[object]]  # [[payment id, at ms], ...], oldest first
@@ -112,14 +136,9 @@ def _count_since(history: Iterable[Sequence[object]], since_ms: int, but: str = 
     return sum(1 for p, t in history if int(str(t)) > since_ms and p != but)
 
 
-def user_hits(rules: FraudRules, screen: Screen, history: History) -> list[Hit]:
-    """The rules of the user stage; `history` already holds this payment."""
+def stateless_hits(rules: FraudRules, screen: Screen) -> list[Hit]:
+    """The rules that need no history: decided when the payment is requested."""
     hits = [
-        Hit("user_velocity", lim.outcome, f">{lim.count}/{lim.window_ms // 1000}s")
-        for lim in rules.user_velocity
-        if _count_since(history, screen.at_ms - lim.window_ms) > lim.count
-    ]
-    hits += [
         Hit("amount", lim.outcome, f">={lim.minor_units} {lim.currency}")
         for lim in rules.amounts
         if lim.currency == screen.currency and screen.amount >= lim.minor_units
@@ -135,6 +154,21 @@ def user_hits(rules: FraudRules, screen: Screen, history: History) -> list[Hit]:
     return hits
 
 
+def user_hits(rules: FraudRules, screen: Screen, history: History) -> list[Hit]:
+    """The rules of the user stage; `history` already holds this payment.
+
+    The stateless rules are checked again here: a screen sent before they moved into the
+    payment's decision, and still in flight across an upgrade, does not carry their hits.
+    For a newer screen they give the labels it already carries, and `combine` keeps one.
+    """
+    hits = [
+        Hit("user_velocity", lim.outcome, f">{lim.count}/{lim.window_ms // 1000}s")
+        for lim in rules.user_velocity
+        if _count_since(history, screen.at_ms - lim.window_ms) > lim.count
+    ]
+    return hits + stateless_hits(rules, screen)
+
+
 def card_hits(rules: FraudRules, screen: Screen, history: History, declines: History) -> list[Hit]:
     """The rules of the card stage; `history` already holds this payment."""
     hits = [
@@ -148,6 +182,13 @@ def card_hits(rules: FraudRules, screen: Screen, history: History, declines: His
         if _count_since(declines, screen.at_ms - lim.window_ms, but=screen.payment_id) >= lim.count
     ]
     return hits
+
+
+def combine(earlier: tuple[str, ...], hits: Iterable[Hit]) -> tuple[str, ...]:
+    """`earlier` labels, then those of `hits` not among them yet: a rule counts once."""
+    labels = list(earlier)
+    labels += [label for label in (hit.label() for hit in hits) if label not in labels]
+    return tuple(labels)
 
 
 def outcome_of(labels: Iterable[str]) -> Outcome:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from domain.fraud import Outcome, Screen
+from domain.fraud import FraudRules, Outcome, Screen, outcome_of, stateless_hits
 from domain.money import Money
 from domain.refunds import (
     FINAL_REFUND_STATES,
@@ -271,7 +271,8 @@ class Payment:
     method_tokens: Mapping[str, str] = field(default_factory=dict)
     method_type: str = "card"
     # Fraud screening: `awaiting` the rules' verdict, or held for `review`; the authorize
-    # command waits in `held_commands` meanwhile (never sent, never replayed).
+    # command waits in `held_commands` meanwhile (never sent, never replayed). `fraud_hits`
+    # are the rules that fired: while awaiting, the stateless ones decided at the request.
     screening: str | None = None
     held_commands: tuple[GatewayCommand, ...] = ()
     fraud_hits: tuple[str, ...] = ()
@@ -295,6 +296,7 @@ class Payment:
             at_ms=self.created_at_ms,
             billing_country=self.billing_country,
             ip_country=self.ip_country,
+            hits=self.fraud_hits,
         )
 
     @property
@@ -312,8 +314,9 @@ class Decision:
     commands: tuple[GatewayCommand, ...] = ()
     refund_changes: tuple[RefundChange, ...] = ()
     ignored: str | None = None  # why the input moved no status, when it did not
-    screens: tuple[Screen, ...] = ()  # payments for the fraud rules to screen
-    declines: tuple[Screen, ...] = ()  # declined cards, for the fraud rules' history
+    screens: tuple[Screen, ...] = ()  # payments for the fraud stages to screen
+    declines: tuple[Screen, ...] = ()  # declined cards, for the card stage's history
+    verdict: FraudVerdict | None = None  # the fraud verdict reached in this decision itself
 
 
 def command_id(payment_id: str, operation: Operation, attempt: int = 1) -> str:
@@ -321,12 +324,12 @@ def command_id(payment_id: str, operation: Operation, attempt: int = 1) -> str:
     return f"{payment_id}:{operation.value}:{attempt}"
 
 
-def decide(state: Payment | None, event: Input, *, screening: bool = False) -> Decision:
-    """What `event` does to the payment. With `screening`, a new payment waits for the fraud
-    rules' verdict before its authorize command is sent, and a card decline is reported to
-    them."""
+def decide(state: Payment | None, event: Input, *, fraud: FraudRules | None = None) -> Decision:
+    """What `event` does to the payment. With `fraud` rules, a new payment's authorize command
+    waits for their verdict (`_screened`), and a card decline is reported to the card stage
+    when the declines rule, which counts them, is on."""
     if isinstance(event, PaymentRequested):
-        decision = _on_request(state, event, screening=screening)
+        decision = _on_request(state, event, fraud=fraud)
     else:
         decision = _decide(state, event)
     if decision.ignored in _REPLAYS and decision.state is not None:
@@ -336,7 +339,8 @@ def decide(state: Payment | None, event: Input, *, screening: bool = False) -> D
         new = dataclasses.replace(new, version=state.version + 1 if state is not None else 1)
         decision = dataclasses.replace(decision, state=new)
         declined = new.status is PaymentStatus.FAILED and new.decline_code is not None
-        if screening and declined and (state is None or state.status is not PaymentStatus.FAILED):
+        counted = fraud is not None and bool(fraud.declines)
+        if counted and declined and (state is None or state.status is not PaymentStatus.FAILED):
             decision = dataclasses.replace(decision, declines=(new.screen(),))
     return decision
 
@@ -380,7 +384,7 @@ def _replay(decision: Decision) -> Decision:
 
 def _decide(state: Payment | None, event: Input) -> Decision:
     if isinstance(event, PaymentRequested):
-        return _on_request(state, event, screening=False)
+        return _on_request(state, event, fraud=None)
     if isinstance(event, FraudVerdict):
         return _on_verdict(state, event)
     if isinstance(event, ReviewDecided):
@@ -398,7 +402,9 @@ def _decide(state: Payment | None, event: Input) -> Decision:
     return _on_refund_outcome(state, event)
 
 
-def _on_request(state: Payment | None, req: PaymentRequested, *, screening: bool) -> Decision:
+def _on_request(
+    state: Payment | None, req: PaymentRequested, *, fraud: FraudRules | None
+) -> Decision:
     if state is not None:
         reason = (
             "duplicate_request" if state.fingerprint == req.fingerprint else "idempotency_conflict"
@@ -448,13 +454,34 @@ def _on_request(state: Payment | None, req: PaymentRequested, *, screening: bool
         issued_at_ms=req.requested_at_ms,
         method_type=req.method_type,
     )
-    if screening:  # the command waits for the fraud rules' verdict
-        payment = dataclasses.replace(
+    if fraud is not None:  # the command waits for the fraud rules' verdict
+        held = dataclasses.replace(
             payment, held_commands=(command,), screening=_AWAITING, last_change=change
         )
-        return Decision(payment, changes=(change,), screens=(payment.screen(),))
+        return _screened(held, change, fraud)
     payment = dataclasses.replace(payment, pending_commands=(command,), last_change=change)
     return Decision(payment, changes=(change,), commands=(command,))
+
+
+def _screened(held: Payment, change: StatusChange, fraud: FraudRules) -> Decision:
+    """A new payment, its authorize held, against the fraud rules.
+
+    The stateless rules are decided here, at once: they need neither history nor ordering,
+    and a topic hop for them cost every payment two round trips before its gateway call.
+    Their verdict is final when no rule with history is on, or when it is `block` (nothing
+    can be stricter): the payment is released, held for review or failed in this very
+    decision, exactly as a verdict from the stages would do it. Otherwise the payment goes,
+    carrying these hits, to the stages that have a rule on, and waits for their verdict,
+    which combines both (the strictest outcome wins).
+    """
+    hits = tuple(hit.label() for hit in stateless_hits(fraud, held.screen()))
+    held = dataclasses.replace(held, fraud_hits=hits)
+    outcome = outcome_of(hits)
+    if fraud.stages and outcome is not Outcome.BLOCK:
+        return Decision(held, changes=(change,), screens=(held.screen(),))
+    verdict = FraudVerdict(held.payment_id, outcome, hits, occurred_at_ms=change.occurred_at_ms)
+    decided = _on_verdict(held, verdict)
+    return dataclasses.replace(decided, changes=(change, *decided.changes), verdict=verdict)
 
 
 _AWAITING = "awaiting"

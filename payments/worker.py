@@ -88,7 +88,7 @@ def run_worker(settings: Settings) -> None:
         sweep_every_ms=int(settings.dedup_sweep_interval_s * 1000),
         schedule=schedule,
         bootstrap=settings.kafka_bootstrap,
-        screening=settings.fraud_enabled,
+        fraud_rules=settings.fraud_rules if settings.fraud_enabled else None,
     )
     if settings.fraud_enabled:
         fraud.register(app, topics, tables, settings.fraud_rules)

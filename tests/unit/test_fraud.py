@@ -12,11 +12,14 @@ from domain.fraud import (
     Limit,
     Outcome,
     Screen,
+    Stage,
     card_hits,
+    combine,
     outcome_of,
     parse_amounts,
     parse_limits,
     remember,
+    stateless_hits,
     user_hits,
 )
 from domain.janitor import Schedule, due_at
@@ -26,6 +29,8 @@ from tests.unit.test_payment_decide import request
 
 S = PaymentStatus
 MIN = 60_000
+# A rule with history on: a new payment goes through the stages and waits for their verdict.
+STAGED = FraudRules(user_velocity=(Limit(10, 10 * MIN, Outcome.REVIEW),))
 
 
 def screen(**kw: object) -> Screen:
@@ -53,17 +58,40 @@ def test_velocity_counts_distinct_payments_in_the_window() -> None:
 
 def test_amount_threshold_is_per_currency_and_inclusive() -> None:
     rules = FraudRules(amounts=(AmountLimit("USD", 1000, Outcome.BLOCK),))
-    assert [h.rule for h in user_hits(rules, screen(amount=1000), [])] == ["amount"]
-    assert user_hits(rules, screen(amount=999), []) == []
-    assert user_hits(rules, screen(amount=10**9, currency="JPY"), []) == []
+    assert [h.rule for h in stateless_hits(rules, screen(amount=1000))] == ["amount"]
+    assert stateless_hits(rules, screen(amount=999)) == []
+    assert stateless_hits(rules, screen(amount=10**9, currency="JPY")) == []
 
 
 def test_country_mismatch_only_when_both_are_given() -> None:
     rules = FraudRules(country_mismatch=Outcome.REVIEW)
-    assert user_hits(rules, screen(billing_country="US", ip_country="us"), []) == []
-    assert user_hits(rules, screen(billing_country="US"), []) == []
-    (hit,) = user_hits(rules, screen(billing_country="US", ip_country="RU"), [])
+    assert stateless_hits(rules, screen(billing_country="US", ip_country="us")) == []
+    assert stateless_hits(rules, screen(billing_country="US")) == []
+    (hit,) = stateless_hits(rules, screen(billing_country="US", ip_country="RU"))
     assert hit.label() == "country_mismatch:review:US!=RU"
+
+
+def test_the_user_stage_checks_the_stateless_rules_again_and_they_count_once() -> None:
+    """A screen from before the stateless rules moved into the payment's decision carries no
+    hits for them: the user stage finds them. A newer screen carries them: kept once."""
+    rules = FraudRules(amounts=(AmountLimit("USD", 1000, Outcome.REVIEW),))
+    old = screen(amount=1000)
+    assert combine(old.hits, user_hits(rules, old, [])) == ("amount:review:>=1000 USD",)
+    new = screen(amount=1000, hits=("amount:review:>=1000 USD",))
+    assert combine(new.hits, user_hits(rules, new, [])) == ("amount:review:>=1000 USD",)
+
+
+def test_only_the_stages_with_a_rule_on_are_gone_through() -> None:
+    lim = (Limit(1, MIN, Outcome.REVIEW),)
+    assert FraudRules(amounts=(AmountLimit("USD", 1, Outcome.REVIEW),)).stages == ()
+    assert FraudRules(user_velocity=lim).stages == (Stage.USER,)
+    assert FraudRules(card_velocity=lim).stages == (Stage.CARD,)
+    assert FraudRules(declines=lim).stages == (Stage.CARD,)
+    assert FraudRules(user_velocity=lim, declines=lim).stages == (Stage.USER, Stage.CARD)
+    # a screen goes to the first of them, or (when none: an old one) to the user stage
+    assert FraudRules(card_velocity=lim).first_stage is Stage.CARD
+    assert FraudRules(user_velocity=lim, card_velocity=lim).first_stage is Stage.USER
+    assert FraudRules().first_stage is Stage.USER
 
 
 def test_a_burst_of_declines_on_the_card_blocks_it() -> None:
@@ -98,7 +126,7 @@ def test_settings_parse_or_say_why_not() -> None:
 
 
 def screened() -> Payment:
-    d = decide(None, dataclasses.replace(request(), card_fingerprint="fp_1"), screening=True)
+    d = decide(None, dataclasses.replace(request(), card_fingerprint="fp_1"), fraud=STAGED)
     assert d.state is not None
     assert d.commands == () and d.state.pending_commands == ()  # nothing to the gateway yet
     assert d.state.status is S.PENDING and [c.status for c in d.changes] == [S.PENDING]
@@ -113,11 +141,11 @@ def verdict(state: Payment, outcome: Outcome, *hits: str) -> FraudVerdict:
 
 def test_allowed_the_authorize_command_goes_out() -> None:
     state = screened()
-    d = decide(state, verdict(state, Outcome.ALLOW), screening=True)
+    d = decide(state, verdict(state, Outcome.ALLOW), fraud=STAGED)
     assert d.state is not None and d.changes == ()
     (cmd,) = d.commands
     assert cmd.operation is Operation.AUTHORIZE and d.state.pending_commands == (cmd,)
-    again = decide(d.state, verdict(state, Outcome.ALLOW), screening=True)
+    again = decide(d.state, verdict(state, Outcome.ALLOW), fraud=STAGED)
     # A redelivered verdict re-sends the outbox: a crash may have lost the command after the
     # state was saved (the gateway dedupes by the same idempotency key).
     assert again.ignored == "duplicate_verdict" and again.commands == (cmd,)
@@ -125,7 +153,7 @@ def test_allowed_the_authorize_command_goes_out() -> None:
 
 def test_blocked_the_payment_fails_and_nothing_is_sent() -> None:
     state = screened()
-    d = decide(state, verdict(state, Outcome.BLOCK, "declines:block:>=3/600s"), screening=True)
+    d = decide(state, verdict(state, Outcome.BLOCK, "declines:block:>=3/600s"), fraud=STAGED)
     assert d.state is not None and d.commands == ()
     assert (d.state.status, d.state.error_code) == (S.FAILED, "fraud_suspected")
     assert [(c.status, c.source.value) for c in d.changes] == [(S.FAILED, "fraud")]
@@ -134,7 +162,7 @@ def test_blocked_the_payment_fails_and_nothing_is_sent() -> None:
 
 def test_held_for_review_then_approved_or_rejected() -> None:
     state = screened()
-    d = decide(state, verdict(state, Outcome.REVIEW, "amount:review:>=1000 USD"), screening=True)
+    d = decide(state, verdict(state, Outcome.REVIEW, "amount:review:>=1000 USD"), fraud=STAGED)
     held = d.state
     assert held is not None and held.status is S.IN_REVIEW and d.commands == ()
     assert due_at(held, Schedule(steps_ms=(60_000,))) is None  # no gateway to ask yet
@@ -158,19 +186,21 @@ def test_held_for_review_then_approved_or_rejected() -> None:
 
 def test_a_repeated_request_sends_the_screen_again_not_the_command() -> None:
     state = screened()
-    d = decide(state, dataclasses.replace(request(), card_fingerprint="fp_1"), screening=True)
+    d = decide(state, dataclasses.replace(request(), card_fingerprint="fp_1"), fraud=STAGED)
     assert d.ignored == "duplicate_request" and d.commands == () and len(d.screens) == 1
 
 
 def test_a_decline_is_reported_to_the_card_rules() -> None:
     state = screened()
-    allowed = decide(state, verdict(state, Outcome.ALLOW), screening=True).state
+    allowed = decide(state, verdict(state, Outcome.ALLOW), fraud=STAGED).state
     assert allowed is not None
     (cmd,) = allowed.pending_commands
     out = GatewayOutcome(
         allowed.payment_id, cmd.command_id, Operation.AUTHORIZE, S.FAILED, 12,
         decline_code="generic_decline",
     )  # fmt: skip
-    d = decide(allowed, out, screening=True)
+    declines = FraudRules(declines=(Limit(3, 10 * MIN, Outcome.BLOCK),))
+    d = decide(allowed, out, fraud=declines)
     assert [s.card for s in d.declines] == ["fp_1"]
+    assert decide(allowed, out, fraud=STAGED).declines == ()  # no rule counts them
     assert decide(allowed, out).declines == ()  # screening off: nothing to report
