@@ -332,8 +332,6 @@ def register(
             if was == "lost":
                 log.warning("%s[%s]@%s had never been applied", topic, partition, record.offset)
             ledger.applied(topic, partition, record.offset)
-        await app.producer.flush()  # as below: the mark never covers unwritten outputs
-        ledger.persist(topic, partition)
 
     @app.agent(topics.payment_inputs, name="payment-agent")
     async def payment_agent(stream: Any) -> Any:
@@ -350,8 +348,15 @@ def register(
                         await repair(topic, msg.partition, last + 1, end)
             await handle(event, event.value, event.headers)
             ledger.applied(msg.topic, msg.partition, msg.offset)
-            if ledger.due(msg.topic, msg.partition):
-                await app.producer.flush()  # the mark never covers outputs not yet written
+            if ledger.due(msg.topic, msg.partition):  # a flush covered it: write it now
                 ledger.persist(msg.topic, msg.partition)
+
+    @app.timer(interval=1.0, name="input-marks")  # type: ignore[untyped-decorator]
+    async def flush_marks() -> None:
+        """One producer flush a second for every input partition's mark, off the agent's
+        path: the marks applied before it are then safe to persist (`streams.ledger`)."""
+        marks = ledger.snapshot()
+        await app.producer.flush()
+        ledger.flushed(marks)
 
     return payment_agent

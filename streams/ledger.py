@@ -9,9 +9,16 @@ takeover. Rather than trust the commit, the agent keeps its own account:
 - in memory, the last offset applied per input partition; a record further on than the next
   one means the records in between were never handed to the agent;
 - in the `inputs` table (changelog-backed, in the partition's own changelog partition), the
-  same number, written at most every `persist_every_s` and only after the producer flushed,
-  so a persisted mark never runs ahead of the state and outputs it covers. After a takeover
-  or a restart the partition's new owner starts from that mark.
+  same number, written only once the producer flushed everything produced up to it, so a
+  persisted mark never runs ahead of the state and outputs it covers. After a takeover or a
+  restart the partition's new owner starts from that mark.
+
+One flush covers every partition: a timer takes a `snapshot()` of the marks, flushes the
+producer off the agent's path, and hands the snapshot back (`flushed`); each partition's
+next event then writes its now-safe mark (`due`, `persist`). An earlier version flushed in
+the agent, once per input partition per second: with 6 input topics of 8 partitions that was
+up to 48 flushes a second, each waiting ~0.1 s for the broker's acks while the agent stood
+still. It was the largest single cost found by issue 14's regression hunt.
 
 A jump is repaired at once: the missing records are read straight from the partition (a
 consumer with no group, from the offset after the mark) and applied, in order, before the
@@ -48,11 +55,12 @@ REPAIRED = Counter(
 class InputLedger:
     """The last applied offset per (topic, partition); `table` persists it lazily."""
 
-    def __init__(self, table: MutableMapping[str, Any], *, persist_every_s: float = 1.0) -> None:
+    def __init__(self, table: MutableMapping[str, Any]) -> None:
         self._table = table
-        self._every_s = persist_every_s
         self._applied: dict[tuple[str, int], int] = {}
-        self._persisted: dict[tuple[str, int], tuple[int, float]] = {}
+        self._persisted: dict[tuple[str, int], int] = {}
+        self._safe: dict[tuple[str, int], int] = {}  # applied, and its outputs flushed
+        self._epoch = 0  # bumped by forget(): a snapshot from before it is worthless
 
     def last_applied(self, topic: str, partition: int, offset: int) -> int:
         """Inside an event of that partition at `offset`: the last offset applied.
@@ -74,29 +82,45 @@ class InputLedger:
             else:
                 last = -1
             self._applied[key] = last
-            self._persisted[key] = (last, 0.0)
+            self._persisted[key] = last
         return self._applied[key]
 
     def applied(self, topic: str, partition: int, offset: int) -> None:
         key = (topic, partition)
         self._applied[key] = max(self._applied.get(key, -1), offset)
 
+    def snapshot(self) -> tuple[int, dict[tuple[str, int], int]]:
+        """The marks now, to hand back to `flushed` once the producer flushed."""
+        return self._epoch, dict(self._applied)
+
+    def flushed(self, snapshot: tuple[int, dict[tuple[str, int], int]]) -> None:
+        """Everything produced up to `snapshot` is on the broker: those marks are safe."""
+        epoch, marks = snapshot
+        if epoch != self._epoch:
+            return
+        for key, mark in marks.items():
+            if mark > self._safe.get(key, -1):
+                self._safe[key] = mark
+
     def due(self, topic: str, partition: int) -> bool:
-        """Should the mark be persisted now (after a flush of the producer)?"""
+        """Is there a safe mark newer than the persisted one, to write now?"""
         key = (topic, partition)
-        mark, at = self._persisted.get(key, (-1, 0.0))
-        return self._applied.get(key, -1) > mark and time.monotonic() - at >= self._every_s
+        return self._safe.get(key, -1) > self._persisted.get(key, -1)
 
     def persist(self, topic: str, partition: int) -> None:
-        """Inside an event of that partition, after the producer flushed."""
+        """Inside an event of that partition (a table write goes to the event's changelog
+        partition): write its latest safe mark."""
         key = (topic, partition)
-        self._table[f"{topic}:{partition}"] = self._applied[key]
-        self._persisted[key] = (self._applied[key], time.monotonic())
+        mark = self._safe[key]
+        self._table[f"{topic}:{partition}"] = mark
+        self._persisted[key] = mark
 
     def forget(self) -> None:
         """After a revocation: a partition that comes back starts from its persisted mark."""
         self._applied.clear()
         self._persisted.clear()
+        self._safe.clear()
+        self._epoch += 1
 
 
 class RangeReader:

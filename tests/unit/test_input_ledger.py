@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from streams.ledger import TRUST_COMMIT_AFTER, InputLedger
 
 
@@ -18,20 +16,43 @@ def test_an_old_partition_without_a_mark_trusts_the_commit_once() -> None:
     assert ledger.last_applied("refund_request", 0, far) == far - 1
 
 
-def test_marks_are_persisted_lazily_and_survive_a_revocation() -> None:
+def test_a_mark_is_persisted_only_once_a_flush_covered_it() -> None:
     table: dict[str, int] = {}
-    ledger = InputLedger(table, persist_every_s=0.05)
+    ledger = InputLedger(table)
     assert ledger.last_applied("payment_initiation", 3, 0) == -1
     ledger.applied("payment_initiation", 3, 0)
-    assert ledger.due("payment_initiation", 3)  # the first mark is written at once
-    ledger.persist("payment_initiation", 3)
-    assert table == {"payment_initiation:3": 0}
-    ledger.applied("payment_initiation", 3, 1)
-    assert not ledger.due("payment_initiation", 3)  # too soon
-    time.sleep(0.06)
+    assert not ledger.due("payment_initiation", 3)  # its outputs may not be written yet
+    before_flush = ledger.snapshot()
+    ledger.applied("payment_initiation", 3, 1)  # applied while the flush ran
+    ledger.flushed(before_flush)
     assert ledger.due("payment_initiation", 3)
+    ledger.persist("payment_initiation", 3)
+    assert table == {"payment_initiation:3": 0}  # not 1: the flush did not cover it
+    assert not ledger.due("payment_initiation", 3)
+    ledger.flushed(ledger.snapshot())
+    ledger.persist("payment_initiation", 3)
+    assert table == {"payment_initiation:3": 1}
     ledger.forget()  # revoked: the next owner (or this one) starts from the persisted mark
-    assert ledger.last_applied("payment_initiation", 3, 5) == 0
+    assert ledger.last_applied("payment_initiation", 3, 5) == 1
+
+
+def test_one_flush_covers_every_partition() -> None:
+    ledger = InputLedger({})
+    for partition in range(8):
+        ledger.last_applied("gateway_results", partition, 0)
+        ledger.applied("gateway_results", partition, 4)
+    ledger.flushed(ledger.snapshot())
+    assert all(ledger.due("gateway_results", p) for p in range(8))
+
+
+def test_a_flush_that_spans_a_revocation_counts_for_nothing() -> None:
+    ledger = InputLedger({})
+    ledger.last_applied("refund_request", 2, 0)
+    ledger.applied("refund_request", 2, 3)
+    snapshot = ledger.snapshot()
+    ledger.forget()
+    ledger.flushed(snapshot)
+    assert not ledger.due("refund_request", 2)
 
 
 def test_a_seek_back_does_not_move_the_mark_backwards() -> None:
