@@ -234,7 +234,9 @@ class BrokerLayout:
         `StorageTool random-uuid` prints), kept so a re-format after a wipe is obvious."""
         import base64
 
-        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cid = "-"
+        while cid.startswith("-"):  # as Kafka's own: a leading '-' would read as an option
+            cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         (self.root / "cluster.id").write_text(cid + "\n")
         return cid
 

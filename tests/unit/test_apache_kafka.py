@@ -83,3 +83,11 @@ def test_the_pom_pins_the_same_version_as_the_code() -> None:
     assert f"<kafka.version>{apache_kafka.KAFKA_VERSION}</kafka.version>" in pom
     compose = (Path(__file__).parents[2] / "docker-compose.yml").read_text()
     assert f"image: apache/kafka:{apache_kafka.KAFKA_VERSION}" in compose
+
+
+def test_a_cluster_id_never_reads_as_an_option(tmp_path: Path) -> None:
+    layout = BrokerLayout(root=tmp_path, port=1, controller_port=2, cache_dir=tmp_path)
+    ids = {layout._cluster_id() for _ in range(2000)}  # ~1 in 64 would start with '-'
+    assert len(ids) == 2000
+    assert not any(cid.startswith("-") for cid in ids)
+    assert all(len(cid) == 22 for cid in ids)  # 16 bytes, base64 without padding
