@@ -338,8 +338,9 @@ class DevStack:
             f"  merchant: {self.endpoints['merchant_api_key']}\n"
             f"  admin:    {self.endpoints['admin_api_key']}"
         )
+        parts = ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items() if k != "total")
         console.print(
-            f"ready in {self.timings.get('total', 0):.1f}s; "
+            f"ready in {self.timings.get('total', 0):.1f}s ({parts}); "
             f"logs in {self.opts.state_dir / 'logs'}; "
             f"endpoints in {self.opts.state_dir / 'endpoints.json'}. Ctrl-C stops everything."
         )
