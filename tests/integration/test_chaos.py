@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from payments.chaos import CHAOS_ENV, ChaosOptions, ChaosResult, run_chaos
+from payments.chaos import ChaosOptions, ChaosResult, run_chaos
 from payments.devstack import DevStack
-from tests.conftest import running_stack
+from tests.conftest import chaos_stack
 
 pytestmark = pytest.mark.stack
 
@@ -24,13 +24,9 @@ pytestmark = pytest.mark.stack
 def stack(
     tmp_path_factory: pytest.TempPathFactory, external_services: tuple[str | None, str | None]
 ) -> Iterator[DevStack]:
-    """A stack of this module's own, whose children inherit the chaos settings (a janitor on
-    a schedule of seconds) on every restart."""
-    with pytest.MonkeyPatch.context() as env:
-        for key, value in CHAOS_ENV.items():
-            env.setenv(key, value)
-        with running_stack(tmp_path_factory.mktemp("chaos"), external_services) as own:
-            yield own
+    """A stack of this module's own, with the chaos settings."""
+    with chaos_stack(tmp_path_factory.mktemp("chaos"), external_services) as own:
+        yield own
 
 
 def _run(stack: DevStack, results: Path, *scenarios: str) -> ChaosResult:

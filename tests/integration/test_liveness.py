@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from payments.chaos import CHAOS_ENV, ChaosOptions, run_chaos
+from payments.chaos import ChaosOptions, run_chaos
 from payments.devstack import Broker, DevStack
-from tests.conftest import running_stack
+from tests.conftest import chaos_stack
 
 pytestmark = pytest.mark.stack
 
@@ -30,11 +30,8 @@ LOAD_S = 90.0  # ~1,800 payments and, a quarter of those refunded, ~450 refunds
 def stack(
     tmp_path_factory: pytest.TempPathFactory, external_services: tuple[str | None, str | None]
 ) -> Iterator[DevStack]:
-    with pytest.MonkeyPatch.context() as env:
-        for key, value in CHAOS_ENV.items():
-            env.setenv(key, value)
-        with running_stack(tmp_path_factory.mktemp("liveness"), external_services) as own:
-            yield own
+    with chaos_stack(tmp_path_factory.mktemp("liveness"), external_services) as own:
+        yield own
 
 
 def test_two_thousand_payments_and_refunds_all_final_through_faults(
