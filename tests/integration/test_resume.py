@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from payments.devstack import Broker
+from payments.devstack import Broker, DevOptions, DevStack
+from payments.settings import load_settings
 from tests.conftest import BROKER, running_stack
 from tests.integration.helpers import api_client, payment_body, post_payment, wait_settled
 
@@ -66,3 +67,23 @@ def _refund_final(client: httpx.Client, refund_id: str) -> dict[str, Any]:
             return got
         time.sleep(0.1)
     raise AssertionError(f"refund {refund_id} not final: {got}")
+
+
+@pytest.mark.skipif(BROKER is not Broker.KAFKA, reason="only Apache Kafka keeps its data")
+def test_fresh_starts_empty(
+    tmp_path: Path, external_services: tuple[str | None, str | None]
+) -> None:
+    if external_services[0] is not None:
+        pytest.skip("an external broker")
+    state = tmp_path / "stack"
+    with running_stack(state, external_services) as first:
+        client = api_client(first)
+        pid = post_payment(client, payment_body("pm_card_visa")).json()["payment_id"]
+        assert wait_settled(client, pid)["status"] == "succeeded"
+
+    fresh = DevStack(load_settings(), DevOptions.on_free_ports(state, broker=BROKER, fresh=True))
+    try:
+        fresh.start()  # `payments dev --fresh`: the broker's data, tables and read model go
+        assert api_client(fresh).get(f"/v1/payments/{pid}").status_code == 404
+    finally:
+        fresh.stop()
