@@ -91,18 +91,14 @@ def register(app: faust.App, topics: Topics, redis: aioredis.Redis) -> list[Any]
 
         async def project(stream: Any) -> Any:
             async for events in stream.take_events(BATCH, within=BATCH_WINDOW_S):
-                pipe = redis.pipeline(transaction=False)
-                queued = 0
+                records = []
                 for event in events:
                     try:
-                        rec = decode(schema, event.value, dict(event.headers or {}))
+                        records.append(decode(schema, event.value, dict(event.headers or {})))
                     except SerializationError as exc:
                         await send_to_dead_letter(topics.dead_letter, event, exc)
-                        continue
-                    await write(pipe, set_if_newer, rec)
-                    queued += 1
-                if queued:
-                    await _execute_until_done(pipe)
+                if records:
+                    await _write_until_done(redis, set_if_newer, write, records)
 
         return app.agent(topic, name=f"redis-projection-{schema}")(project)
 
@@ -113,12 +109,24 @@ def register(app: faust.App, topics: Topics, redis: aioredis.Redis) -> list[Any]
     ]
 
 
-async def _execute_until_done(pipe: Any) -> None:
-    """Redis down means wait, never skip: the offset is not committed until this returns."""
+async def _write_until_done(
+    redis: aioredis.Redis,
+    set_if_newer: Any,
+    write: Callable[[Any, Any, dict[str, Any]], Awaitable[None]],
+    records: list[dict[str, Any]],
+) -> None:
+    """Redis down means wait, never skip: the offsets are not committed until this returns.
+
+    Each attempt queues the batch on a new pipeline: redis-py empties a pipeline's command
+    stack when `execute()` fails, so executing the same one again would send nothing,
+    succeed, and let the batch be acked without ever reaching the read model."""
     async for attempt in AsyncRetrying(
         retry=retry_if_exception_type((RedisConnectionError, RedisTimeoutError, OSError)),
         wait=wait_random_exponential(multiplier=0.1, max=5),
         before_sleep=lambda rs: log.warning("redis write failed, retrying: %s", rs.outcome),
     ):
         with attempt:
+            pipe = redis.pipeline(transaction=False)
+            for rec in records:
+                await write(pipe, set_if_newer, rec)
             await pipe.execute()
