@@ -10,8 +10,7 @@ from typing import Any
 
 import faust
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
 
 from agents.dead_letter import send_to_dead_letter
@@ -115,13 +114,14 @@ async def _write_until_done(
     write: Callable[[Any, Any, dict[str, Any]], Awaitable[None]],
     records: list[dict[str, Any]],
 ) -> None:
-    """Redis down means wait, never skip: the offsets are not committed until this returns.
+    """Redis down, loading or refusing means wait, never skip: the offsets are not committed
+    until this returns (an error that escaped crashed the agent with its batch unacked).
 
     Each attempt queues the batch on a new pipeline: redis-py empties a pipeline's command
     stack when `execute()` fails, so executing the same one again would send nothing,
     succeed, and let the batch be acked without ever reaching the read model."""
     async for attempt in AsyncRetrying(
-        retry=retry_if_exception_type((RedisConnectionError, RedisTimeoutError, OSError)),
+        retry=retry_if_exception_type((RedisError, OSError)),
         wait=wait_random_exponential(multiplier=0.1, max=5),
         before_sleep=lambda rs: log.warning("redis write failed, retrying: %s", rs.outcome),
     ):
