@@ -15,6 +15,7 @@ instead of charging twice.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -83,6 +84,9 @@ log = logging.getLogger(__name__)
 _RESULT = codec("gateway_result")
 _ATTEMPT = codec("payment_analytics")
 RETRY_ATTEMPTS = 4
+# A command whose run keeps raising is dead-lettered after this many tries (about 25 s).
+SETTLE_ATTEMPTS = 6
+SETTLE_WAIT_MAX_S = 10.0
 T = TypeVar("T")
 
 
@@ -382,6 +386,31 @@ def register(
             key=cmd.payment_id.encode(), value=_ATTEMPT.encode(attempt), headers=_ATTEMPT.headers
         )
 
+    async def run_settled(cmd: GatewayCommand, event: Any) -> None:
+        """`run`, until it returns or the command is in `dead_letter`: a command whose run
+        raised and was never settled held every later command of its partition unacked
+        (`InOrderAcks`), and so the partition's commit, for good. A run that raises is tried
+        again (every step is idempotent: the `answered` table, the gateway's idempotency
+        key); after `SETTLE_ATTEMPTS` it is dead-lettered with the error, and the payment,
+        still pending, is the janitor's. Only a dead letter that cannot be sent waits on."""
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                await run(cmd, event.message.partition)
+                return
+            except Exception as exc:
+                log.warning(
+                    "%s %s raised (attempt %d): %r", cmd.gateway, cmd.command_id, attempts, exc
+                )
+                if attempts >= SETTLE_ATTEMPTS:
+                    try:
+                        await send_to_dead_letter(topics.dead_letter, event, exc)
+                        return
+                    except Exception as dlq_exc:
+                        log.warning("could not dead-letter %s: %r", cmd.command_id, dlq_exc)
+            await asyncio.sleep(min(SETTLE_WAIT_MAX_S, 0.5 * 2 ** min(attempts, 10)))
+
     gaps = watch_inputs(app)
 
     @app.agent(topics.gateway_commands, name="gateway-executor")
@@ -409,7 +438,7 @@ def register(
             async def work(
                 cmd: GatewayCommand = cmd, event: Any = event, token: Any = token
             ) -> None:
-                await run(cmd, event.message.partition)
+                await run_settled(cmd, event)
                 await acks.done(token)
 
             await dispatcher.submit(cmd.payment_id, work)
