@@ -26,12 +26,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,27 @@ def hole_of(
     return committed, head
 
 
-def redeliver_holes(app: Any, *, every_s: float = 5.0, after_s: float = 10.0) -> None:
+def seek_between_batches(consumer: Any) -> Callable[[Any, int], None]:
+    """`request(tp, offset)`: the fetcher seeks `tp` back to `offset` before its next batch,
+    if `offset` is still the partition's committed offset and the partition still ours."""
+    requested: dict[Any, int] = {}
+    getmany = consumer.getmany
+
+    async def getmany_after_seeks(*args: Any, **kwargs: Any) -> Any:
+        for tp, offset in list(requested.items()):
+            del requested[tp]
+            if tp in consumer.assignment() and consumer._committed_offset.get(tp) == offset:
+                await consumer.seek(tp, offset)
+        async for item in getmany(*args, **kwargs):
+            yield item
+
+    consumer.getmany = getmany_after_seeks
+    return requested.__setitem__
+
+
+def redeliver_holes(
+    app: Any, *, every_s: float = 5.0, after_s: float = 10.0, held_after_s: float = 120.0
+) -> None:
     """Fetch a partition again from its committed offset when a hole at its head lasts.
 
     3b. A record can reach no agent at all: fetched while the flow was suspended and
@@ -150,9 +170,21 @@ def redeliver_holes(app: Any, *, every_s: float = 5.0, after_s: float = 10.0) ->
     messages) for `after_s` is therefore fetched again from the committed offset. Every
     input is idempotent (dedup tables, seq-guarded projections, gateway idempotency keys),
     so the records after the hole that are delivered twice change nothing.
+
+    A record can also stay "in an agent's hands" for good: an agent that crashed, or was
+    cancelled, keeps its unacked events referenced from the traceback faust stores. A hole
+    whose records have been in flight for `held_after_s` (no call of ours takes that long)
+    is fetched again too.
+
+    The seek itself is made by the fetcher, between two batches (`getmany`), never from
+    the timer: a seek while the fetcher was still handing out an older batch let that
+    batch's next record move faust's read offset past the seek (the records fetched again
+    were then dropped as already read) and counted the hole as a gap Kafka had skipped,
+    which faust commits past.
     """
     consumer = app.consumer
     seen: dict[Any, tuple[int, float]] = {}
+    request_seek = seek_between_batches(consumer)
 
     async def heal() -> None:
         if not app.flow_control.is_active():  # a rebalance is under way: it seeks anyway
@@ -162,9 +194,10 @@ def redeliver_holes(app: Any, *, every_s: float = 5.0, after_s: float = 10.0) ->
         assigned = consumer.assignment()
         in_flight: dict[Any, list[int]] = defaultdict(list)
         for message in list(consumer._unacked_messages):
-            in_flight[message.tp].append(message.offset)
+            if not message.acked:
+                in_flight[message.tp].append(message.offset)
         for tp in list(consumer._acked):
-            hole = hole_of(consumer._committed_offset[tp], consumer._acked[tp], in_flight[tp])
+            hole = hole_of(consumer._committed_offset[tp], consumer._acked[tp], ())
             if tp not in assigned or hole is None:
                 seen.pop(tp, None)
                 continue
@@ -172,15 +205,81 @@ def redeliver_holes(app: Any, *, every_s: float = 5.0, after_s: float = 10.0) ->
             if first[0] != hole[0]:
                 seen[tp] = (hole[0], now)
                 continue
-            if now - first[1] < after_s:
+            held = hole_of(hole[0], consumer._acked[tp], in_flight[tp]) is None
+            if now - first[1] < (held_after_s if held else after_s):
                 continue
             seen.pop(tp, None)
             REDELIVERED.labels(tp.topic).inc(hole[1] - hole[0])
             log.warning(
                 "%s[%s]: offsets %s..%s never reached an agent and hold the commit back; "
-                "fetching the partition again from %s",
+                "fetching the partition again from %s%s",
                 tp.topic, tp.partition, hole[0], hole[1] - 1, hole[0],
+                f" (held unacked for {now - first[1]:.0f} s)" if held else "",
             )  # fmt: skip
-            await consumer.seek(tp, hole[0])
+            request_seek(tp, hole[0])
 
     app.timer(every_s, name="redeliver-holes")(heal)
+
+
+STALLED = Gauge(
+    "payments_commit_stalled_partitions",
+    "Input partitions whose commit has not moved for a while although records past it were read.",
+)
+
+
+def stall_of(
+    committed: int | None,
+    read: int | None,
+    acked: Iterable[int],
+    in_flight: Iterable[tuple[int, int]],
+) -> str | None:
+    """What holds a partition's commit back, in words; None when nothing was read past it.
+    `in_flight` is (offset, refcount) of each message an agent took and did not ack."""
+    if committed is None or read is None or read < committed:
+        return None
+    acked = sorted(acked)
+    held = sorted(o for o, _ in in_flight if o >= committed)
+    unreferenced = sorted(o for o, refs in in_flight if o >= committed and refs <= 0)
+    head = f"head {acked[0]}, {len(acked)} acked up to {acked[-1]}" if acked else "none acked"
+    return (
+        f"committed {committed}, read {read}; {head}; {len(held)} in flight"
+        + (f" from {held[0]}" if held else "")
+        + (f", {len(unreferenced)} of them held by no stream" if unreferenced else "")
+    )
+
+
+def watch_commit_stalls(app: Any, *, every_s: float = 10.0, after_s: float = 30.0) -> None:
+    """Say so when a partition's commit stays put for `after_s` while records past it were
+    read: a WARNING naming what holds it (the acked head, the records still in flight) and
+    `payments_commit_stalled_partitions`. Nothing here acts on it; it makes a stall seen."""
+    consumer = app.consumer
+    since: dict[Any, tuple[int | None, float, bool]] = {}
+
+    async def watch() -> None:
+        now = time.monotonic()
+        in_flight: dict[Any, list[tuple[int, int]]] = defaultdict(list)
+        for message in list(consumer._unacked_messages):
+            if not message.acked:
+                in_flight[message.tp].append((message.offset, getattr(message, "refcount", 1)))
+        stalled = 0
+        for tp in consumer.assignment():
+            committed = consumer._committed_offset.get(tp)
+            what = stall_of(
+                committed, consumer._read_offset.get(tp), consumer._acked.get(tp, ()), in_flight[tp]
+            )
+            seen = since.get(tp)
+            if what is None or seen is None or seen[0] != committed:
+                since[tp] = (committed, now, False)
+                continue
+            if now - seen[1] < after_s:
+                continue
+            stalled += 1
+            if not seen[2]:
+                since[tp] = (committed, seen[1], True)
+                log.warning(
+                    "%s[%s]: commit stalled for %.0f s: %s",
+                    tp.topic, tp.partition, now - seen[1], what,
+                )  # fmt: skip
+        STALLED.set(stalled)
+
+    app.timer(every_s, name="watch-commit-stalls")(watch)

@@ -145,3 +145,59 @@ def test_a_hole_is_what_nobody_acked_or_holds() -> None:
     assert hole_of(3, [3, 4], []) is None  # contiguous from the commit
     assert hole_of(None, [5], []) is None  # nothing committed yet: faust's own rules
     assert hole_of(3, [], []) is None
+
+
+def test_a_redelivery_seeks_between_two_batches_never_in_one() -> None:
+    """The seek waits for the fetcher's next batch: a seek in the middle of one let the
+    batch's later records move faust's read offset past it (the records fetched again were
+    then dropped as already read)."""
+    import asyncio
+    from collections.abc import AsyncIterator
+
+    calls: list[object] = []
+
+    class Fetcher:
+        def __init__(self) -> None:
+            self._committed_offset = {"t0": 3, "t1": 7}
+
+        def assignment(self) -> set[str]:
+            return {"t0", "t1"}
+
+        async def seek(self, tp: str, offset: int) -> None:
+            calls.append(("seek", tp, offset))
+
+        async def getmany(self, timeout: float) -> AsyncIterator[tuple[str, int]]:
+            for offset in (10, 11):
+                calls.append(("record", offset))
+                yield "t0", offset
+
+    consumer = Fetcher()
+    request = faust_compat.seek_between_batches(consumer)
+
+    async def drain() -> None:
+        batch = consumer.getmany(timeout=1.0)
+        assert await batch.__anext__() == ("t0", 10)
+        request("t0", 3)
+        request("t1", 6)  # no longer the committed offset: the commit moved on
+        assert [x async for x in batch] == [("t0", 11)]  # the rest of this batch, no seek
+        assert [x async for x in consumer.getmany(timeout=1.0)] == [("t0", 10), ("t0", 11)]
+
+    asyncio.run(drain())
+    assert calls == [
+        ("record", 10),
+        ("record", 11),
+        ("seek", "t0", 3),
+        ("record", 10),
+        ("record", 11),
+    ]
+
+
+def test_a_stall_names_what_holds_the_commit() -> None:
+    stall_of = faust_compat.stall_of
+    assert stall_of(5, 4, [], []) is None  # read up to the commit: nothing is waiting
+    assert stall_of(None, 9, [7], []) is None
+    assert stall_of(5, 20, [8, 9], [(5, 1), (6, 0)]) == (
+        "committed 5, read 20; head 8, 2 acked up to 9; 2 in flight from 5, "
+        "1 of them held by no stream"
+    )
+    assert stall_of(5, 20, [], []) == "committed 5, read 20; none acked; 0 in flight"
