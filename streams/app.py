@@ -45,6 +45,7 @@ def create_app(settings: Settings) -> faust.App:
     faust_compat.keep_queues_on_resume(app)  # else a takeover can drop fetched records
     faust_compat.hold_skipped_offsets(app)  # else a commit can pass a record never applied
     faust_compat.no_commit_past_a_hole(app)  # else a commit can pass one never acked
+    faust_compat.recover_from_the_start(app)  # else an offset below -1 crashes recovery
     faust_compat.redeliver_holes(app)  # else a record that reached no agent strands the commit
     faust_compat.watch_commit_stalls(app)  # a commit that stays put is logged, with why
     return app

@@ -5,6 +5,8 @@
    rebalance (`hold_skipped_offsets`).
 3. faust commits past one record missing at the head of a partition's acks, and stalls for
    good behind two or more (`no_commit_past_a_hole`, `redeliver_holes`).
+4. Table recovery hands `seek` an offset below -1 and crashes the worker
+   (`recover_from_the_start`).
 
 `FlowControlEvent.resume()` (mode) empties every stream's input queue. faust's recovery
 resumes the flow, and so the fetcher, before it seeks the stream partitions to their
@@ -121,6 +123,34 @@ def no_commit_past_a_hole(app: Any) -> None:
         return result
 
     consumer._new_offset = new_offset
+
+
+def recover_from_the_start(app: Any) -> None:
+    """Read a changelog from its start where recovery would seek below offset 0.
+
+    4. `Recovery._seek_offsets` maps only -1 ("nothing read yet") to 0; a standby whose
+    recorded offset is lower (seen on Tansu with a worker SIGKILLed over and over) goes to
+    aiokafka's `seek` as it is, which raises "Offset must be a positive integer", and the
+    worker exits on its next start. Reading such a changelog from its first offset
+    rebuilds the same table: every changelog record is an upsert of its key.
+    """
+    from faust.tables.recovery import Recovery
+
+    original = Recovery._seek_offsets
+    if getattr(original, "from_the_start", False):
+        return  # patched by an earlier app of this process: the class is shared
+
+    async def seek_offsets(
+        self: Recovery, consumer: Any, tps: Any, offsets: Any, title: str
+    ) -> None:
+        low = {tp: offsets[tp] for tp in tps if offsets[tp] < -1}
+        if low:
+            log.warning("%s recovery: offsets %s below 0 read from the start", title, low)
+            offsets = type(offsets)({**offsets, **dict.fromkeys(low, -1)})
+        await original(self, consumer, tps, offsets, title)
+
+    seek_offsets.from_the_start = True  # type: ignore[attr-defined]
+    Recovery._seek_offsets = seek_offsets  # type: ignore[method-assign]
 
 
 def hole_of(

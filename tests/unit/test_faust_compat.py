@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from types import SimpleNamespace
 
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
@@ -201,3 +202,30 @@ def test_a_stall_names_what_holds_the_commit() -> None:
         "1 of them held by no stream"
     )
     assert stall_of(5, 20, [], []) == "committed 5, read 20; none acked; 0 in flight"
+
+
+def test_recovery_reads_a_changelog_from_its_start_below_offset_zero(tmp_path: Path) -> None:
+    """faust sent a standby offset below -1 to aiokafka's seek, which raised, and the worker
+    exited on its next start (seen on Tansu)."""
+    import asyncio
+    from collections import Counter
+
+    from faust.tables.recovery import Recovery
+    from faust.types import TP
+
+    from payments.settings import Settings
+    from streams.app import create_app
+
+    create_app(Settings(data_dir=tmp_path, store="memory://"))
+    seeks: list[dict[TP, int]] = []
+
+    class Consumer:
+        async def seek_wait(self, offsets: dict[TP, int]) -> None:
+            seeks.append(dict(offsets))
+
+    low, none_yet, read = TP("payments-changelog", 0), TP("payments-changelog", 1), TP("x", 2)
+    offsets = Counter({low: -3, none_yet: -1, read: 41})
+    asyncio.run(
+        Recovery._seek_offsets(None, Consumer(), {low, none_yet, read}, offsets, "standby")  # type: ignore[arg-type]
+    )
+    assert seeks == [{low: 0, none_yet: 0, read: 41}]
