@@ -43,6 +43,7 @@ def create_app(settings: Settings) -> faust.App:
         table_cleanup_interval=30.0,
     )
     faust_compat.keep_queues_on_resume(app)  # else a takeover can drop fetched records
+    faust_compat.refetch_dropped_records(app)  # else the fetcher can drop records for good
     faust_compat.hold_skipped_offsets(app)  # else a commit can pass a record never applied
     faust_compat.no_commit_past_a_hole(app)  # else a commit can pass one never acked
     faust_compat.recover_from_the_start(app)  # else an offset below -1 crashes recovery

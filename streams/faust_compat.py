@@ -7,6 +7,8 @@
    good behind two or more (`no_commit_past_a_hole`, `redeliver_holes`).
 4. Table recovery hands `seek` an offset below -1 and crashes the worker
    (`recover_from_the_start`).
+5. The fetcher drops records it fetched when the flow stops, with no seek back unless a
+   rebalance follows (`refetch_dropped_records`).
 
 `FlowControlEvent.resume()` (mode) empties every stream's input queue. faust's recovery
 resumes the flow, and so the fetcher, before it seeks the stream partitions to their
@@ -28,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from faust.types.tuples import ack_lock
@@ -37,6 +39,11 @@ from prometheus_client import Counter, Gauge
 
 log = logging.getLogger(__name__)
 
+REFETCHED = Counter(
+    "payments_inputs_refetched_total",
+    "Seeks back to read again records fetched from Kafka that no stream was given.",
+    ["topic"],
+)
 REDELIVERED = Counter(
     "payments_inputs_redelivered_total",
     "Offsets fetched again because they never reached an agent and held the commit back.",
@@ -77,6 +84,7 @@ def hold_skipped_offsets(app: Any) -> None:
     """
     consumer = app.consumer
     ack = consumer.ack
+    refetch = Refetch.of(app)
 
     def ack_unless_skipped(message: Any) -> bool:
         if not getattr(message, "use_tracking", False) or message.tracked:
@@ -88,12 +96,14 @@ def hold_skipped_offsets(app: Any) -> None:
             consumer._unacked_messages.discard(message)
             notify(consumer._waiting_for_ack)
         log.info(
-            "record %s[%s]@%s skipped by a stream during a rebalance: left uncommitted, "
-            "it is fetched again",
+            "record %s[%s]@%s skipped by a stream while the flow was suspended: left "
+            "uncommitted, it is fetched again",
             message.topic,
             message.partition,
             message.offset,
         )
+        if getattr(message, "generation_id", None) == app.consumer_generation_id:
+            refetch.request(message.tp, message.offset)  # no rebalance will seek it back
         return False
 
     consumer.ack = ack_unless_skipped
@@ -167,22 +177,119 @@ def hole_of(
     return committed, head
 
 
-def seek_between_batches(consumer: Any) -> Callable[[Any, int], None]:
-    """`request(tp, offset)`: the fetcher seeks `tp` back to `offset` before its next batch,
-    if `offset` is still the partition's committed offset and the partition still ours."""
-    requested: dict[Any, int] = {}
+class Refetch:
+    """Seek partitions back, by the fetcher itself, before its next batch.
+
+    `request(tp, offset)` asks for `tp` to be read again from `offset`. The seek is made
+    between two batches (`getmany`), never from a timer or an agent: a seek in the middle of
+    a batch let that batch's later records move faust's read offset past it (the records
+    fetched again were then dropped as already read) and counted the skipped offsets as a
+    gap Kafka had made, which faust commits past. A request made in an older generation is
+    dropped: the rebalance in between seeked every partition to its committed offset.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+        self._consumer = app.consumer
+        # tp -> (offset, generation, committed offset the request needs, or None)
+        self._wanted: dict[Any, tuple[int, int, int | None]] = {}
+        getmany = self._consumer.getmany
+
+        async def getmany_after_seeks(*args: Any, **kwargs: Any) -> Any:
+            await self._seek_wanted()
+            async for item in getmany(*args, **kwargs):
+                yield item
+
+        self._consumer.getmany = getmany_after_seeks
+
+    @classmethod
+    def of(cls, app: Any) -> Refetch:
+        """The app's one `Refetch` (its fetcher is wrapped once)."""
+        existing: Refetch | None = getattr(app.consumer, "_payments_refetch", None)
+        if existing is None:
+            existing = cls(app)
+            app.consumer._payments_refetch = existing
+        return existing
+
+    def request(self, tp: Any, offset: int, *, if_committed_at: int | None = None) -> None:
+        """Read `tp` again from `offset` (the earliest offset asked for wins); with
+        `if_committed_at`, only while the partition's commit is still there."""
+        generation = self._app.consumer_generation_id
+        earlier = self._wanted.get(tp)
+        if earlier is not None and earlier[1] == generation and earlier[0] <= offset:
+            return
+        self._wanted[tp] = (offset, generation, if_committed_at)
+
+    async def _seek_wanted(self) -> None:
+        consumer = self._consumer
+        for tp, (offset, generation, committed) in list(self._wanted.items()):
+            del self._wanted[tp]
+            if generation != self._app.consumer_generation_id or tp not in consumer.assignment():
+                continue
+            if committed is not None and consumer._committed_offset.get(tp) != committed:
+                continue
+            REFETCHED.labels(tp.topic).inc()
+            log.info("%s[%s]: reading again from %s", tp.topic, tp.partition, offset)
+            await consumer.seek(tp, offset)
+
+
+def refetch_dropped_records(app: Any) -> None:
+    """Read again every record the fetcher took from Kafka and did not hand to a stream.
+
+    5. faust drops fetched records in three places, each time with aiokafka's position
+    already past them and no seek back unless a rebalance follows:
+    - `Consumer.getmany` stops handing out a batch when the flow stops or the generation
+      changes, and leaves out records of partitions that are not active (paused for
+      recovery);
+    - `Consumer._drain_messages` waits for a record's delivery to the agents' queues *or*
+      for the flow to be suspended, cancels the delivery when the flow wins, and moves its
+      read offset on regardless;
+    - a stream skips a record it takes while the flow is suspended (`hold_skipped_offsets`).
+    Recovery suspends the flow without a rebalance, so those records were never read
+    again: the commit stalled below them (or, before `no_commit_past_a_hole`, passed one)
+    and the last records of a quiet partition stayed unprocessed. Each such record now asks
+    `Refetch` to read its partition again from it.
+    """
+    consumer = app.consumer
+    refetch = Refetch.of(app)
+    wait_next_records = consumer._wait_next_records
+    callback = consumer.callback
+    batch: dict[Any, list[int]] = {}
+
+    async def wait_next_records_kept(*args: Any, **kwargs: Any) -> Any:
+        records, active = await wait_next_records(*args, **kwargs)
+        batch.clear()
+        for tp, recs in (records or {}).items():
+            if recs:
+                batch[tp] = [rec.offset for rec in recs]
+        return records, active
+
     getmany = consumer.getmany
 
-    async def getmany_after_seeks(*args: Any, **kwargs: Any) -> Any:
-        for tp, offset in list(requested.items()):
-            del requested[tp]
-            if tp in consumer.assignment() and consumer._committed_offset.get(tp) == offset:
-                await consumer.seek(tp, offset)
-        async for item in getmany(*args, **kwargs):
-            yield item
+    async def getmany_all_or_refetch(*args: Any, **kwargs: Any) -> Any:
+        handed: dict[Any, int] = {}
+        try:
+            async for tp, message in getmany(*args, **kwargs):
+                handed[tp] = message.offset
+                yield tp, message
+        finally:
+            for tp, offsets in batch.items():
+                last = handed.get(tp)
+                left = [o for o in offsets if last is None or o > last]
+                if left:
+                    refetch.request(tp, left[0])
+            batch.clear()
 
-    consumer.getmany = getmany_after_seeks
-    return requested.__setitem__
+    async def deliver_or_refetch(message: Any) -> Any:
+        try:
+            return await callback(message)
+        except BaseException:
+            refetch.request(message.tp, message.offset)
+            raise
+
+    consumer._wait_next_records = wait_next_records_kept
+    consumer.getmany = getmany_all_or_refetch
+    consumer.callback = deliver_or_refetch
 
 
 def redeliver_holes(
@@ -206,15 +313,11 @@ def redeliver_holes(
     whose records have been in flight for `held_after_s` (no call of ours takes that long)
     is fetched again too.
 
-    The seek itself is made by the fetcher, between two batches (`getmany`), never from
-    the timer: a seek while the fetcher was still handing out an older batch let that
-    batch's next record move faust's read offset past the seek (the records fetched again
-    were then dropped as already read) and counted the hole as a gap Kafka had skipped,
-    which faust commits past.
+    The partition is read again through `Refetch`, by the fetcher, between two batches.
     """
     consumer = app.consumer
     seen: dict[Any, tuple[int, float]] = {}
-    request_seek = seek_between_batches(consumer)
+    refetch = Refetch.of(app)
 
     async def heal() -> None:
         if not app.flow_control.is_active():  # a rebalance is under way: it seeks anyway
@@ -246,7 +349,7 @@ def redeliver_holes(
                 tp.topic, tp.partition, hole[0], hole[1] - 1, hole[0],
                 f" (held unacked for {now - first[1]:.0f} s)" if held else "",
             )  # fmt: skip
-            request_seek(tp, hole[0])
+            refetch.request(tp, hole[0], if_committed_at=hole[0])
 
     app.timer(every_s, name="redeliver-holes")(heal)
 

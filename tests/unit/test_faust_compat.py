@@ -1,11 +1,16 @@
-"""The flow-control workaround: resuming the flow must not throw queued events away."""
+"""The faust-streaming workarounds (`streams.faust_compat`), each against the faust code it
+fixes where it can be built here, or against a stand-in of the part of the consumer it wraps."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
+import pytest
+from faust.types import TP
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
 from streams import faust_compat
@@ -148,49 +153,118 @@ def test_a_hole_is_what_nobody_acked_or_holds() -> None:
     assert hole_of(3, [], []) is None
 
 
-def test_a_redelivery_seeks_between_two_batches_never_in_one() -> None:
-    """The seek waits for the fetcher's next batch: a seek in the middle of one let the
-    batch's later records move faust's read offset past it (the records fetched again were
-    then dropped as already read)."""
-    import asyncio
-    from collections.abc import AsyncIterator
+T0, T1 = TP("t0", 0), TP("t1", 0)
 
+
+class _Fetcher:
+    """faust's consumer, as far as `Refetch` and `refetch_dropped_records` use it: one batch
+    of records per `getmany`, handed out while the flow is active."""
+
+    def __init__(self, calls: list[object], batches: list[dict[TP, list[int]]]) -> None:
+        self.calls = calls
+        self.batches = batches
+        self.flow_active = True
+        self._committed_offset = {T0: 3, T1: 7}
+
+    def assignment(self) -> set[TP]:
+        return {T0, T1}
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        self.calls.append(("seek", tp, offset))
+
+    async def _wait_next_records(self, timeout: float) -> tuple[dict[TP, list[Any]], None]:
+        batch = self.batches.pop(0) if self.batches else {}
+        return {tp: [SimpleNamespace(offset=o) for o in offs] for tp, offs in batch.items()}, None
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
+        records, _ = await self._wait_next_records(timeout)
+        for tp, recs in records.items():
+            for rec in recs:
+                if not self.flow_active:
+                    return  # faust stops handing out the batch
+                self.calls.append(("record", tp, rec.offset))
+                yield tp, SimpleNamespace(tp=tp, offset=rec.offset)
+
+    async def callback(self, message: Any) -> None:
+        self.calls.append(("delivered", message.tp, message.offset))
+
+
+def _app(fetcher: _Fetcher) -> Any:
+    return SimpleNamespace(consumer=fetcher, consumer_generation_id=1)
+
+
+def test_a_refetch_seeks_between_two_batches_never_in_one() -> None:
+    """A seek in the middle of a batch let the batch's later records move faust's read
+    offset past it (the records fetched again were then dropped as already read)."""
     calls: list[object] = []
-
-    class Fetcher:
-        def __init__(self) -> None:
-            self._committed_offset = {"t0": 3, "t1": 7}
-
-        def assignment(self) -> set[str]:
-            return {"t0", "t1"}
-
-        async def seek(self, tp: str, offset: int) -> None:
-            calls.append(("seek", tp, offset))
-
-        async def getmany(self, timeout: float) -> AsyncIterator[tuple[str, int]]:
-            for offset in (10, 11):
-                calls.append(("record", offset))
-                yield "t0", offset
-
-    consumer = Fetcher()
-    request = faust_compat.seek_between_batches(consumer)
+    app = _app(_Fetcher(calls, [{T0: [10, 11]}, {T0: [3, 4]}]))
+    refetch = faust_compat.Refetch.of(app)
 
     async def drain() -> None:
-        batch = consumer.getmany(timeout=1.0)
-        assert await batch.__anext__() == ("t0", 10)
-        request("t0", 3)
-        request("t1", 6)  # no longer the committed offset: the commit moved on
-        assert [x async for x in batch] == [("t0", 11)]  # the rest of this batch, no seek
-        assert [x async for x in consumer.getmany(timeout=1.0)] == [("t0", 10), ("t0", 11)]
+        batch = app.consumer.getmany(timeout=1.0)
+        assert (await batch.__anext__())[1].offset == 10
+        refetch.request(T0, 3, if_committed_at=3)
+        refetch.request(T1, 6, if_committed_at=6)  # the commit has moved on: not sought
+        assert [m.offset async for _, m in batch] == [11]  # the rest of this batch, no seek
+        assert [m.offset async for _, m in app.consumer.getmany(timeout=1.0)] == [3, 4]
 
     asyncio.run(drain())
     assert calls == [
-        ("record", 10),
-        ("record", 11),
-        ("seek", "t0", 3),
-        ("record", 10),
-        ("record", 11),
-    ]
+        ("record", T0, 10), ("record", T0, 11), ("seek", T0, 3),
+        ("record", T0, 3), ("record", T0, 4),
+    ]  # fmt: skip
+
+
+def test_a_request_from_before_a_rebalance_is_dropped() -> None:
+    calls: list[object] = []
+    app = _app(_Fetcher(calls, []))
+    faust_compat.Refetch.of(app).request(T0, 5)
+    app.consumer_generation_id = 2  # the rebalance seeks every partition to its commit
+
+    async def drain() -> None:
+        assert [x async for x in app.consumer.getmany(timeout=1.0)] == []
+
+    asyncio.run(drain())
+    assert calls == []
+
+
+def test_records_the_fetcher_did_not_hand_out_are_fetched_again() -> None:
+    calls: list[object] = []
+    fetcher = _Fetcher(calls, [{T0: [5, 6, 7], T1: [9]}, {}])
+    app = _app(fetcher)
+    faust_compat.refetch_dropped_records(app)
+
+    async def drain() -> None:
+        async for _, message in fetcher.getmany(timeout=1.0):
+            fetcher.flow_active = message.offset != 6  # the flow stops after offset 6
+        fetcher.flow_active = True
+        assert [x async for x in fetcher.getmany(timeout=1.0)] == []
+
+    asyncio.run(drain())
+    # 7 and t1's 9 were fetched and never handed out: both are read again
+    assert calls == [("record", T0, 5), ("record", T0, 6), ("seek", T0, 7), ("seek", T1, 9)]
+
+
+def test_a_record_whose_delivery_was_cancelled_is_fetched_again() -> None:
+    calls: list[object] = []
+    fetcher = _Fetcher(calls, [{}])
+
+    async def queue_full(message: Any) -> None:
+        await asyncio.sleep(10)
+
+    fetcher.callback = queue_full  # type: ignore[method-assign]
+    faust_compat.refetch_dropped_records(_app(fetcher))
+
+    async def drain() -> None:
+        delivery = asyncio.ensure_future(fetcher.callback(SimpleNamespace(tp=T0, offset=8)))
+        await asyncio.sleep(0)
+        delivery.cancel()  # the flow was suspended first: faust cancels the delivery
+        with pytest.raises(asyncio.CancelledError):
+            await delivery
+        assert [x async for x in fetcher.getmany(timeout=1.0)] == []
+
+    asyncio.run(drain())
+    assert calls == [("seek", T0, 8)]
 
 
 def test_a_stall_names_what_holds_the_commit() -> None:
