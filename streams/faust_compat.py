@@ -9,6 +9,7 @@
    (`recover_from_the_start`).
 5. The fetcher drops records it fetched when the flow stops, with no seek back unless a
    rebalance follows (`refetch_dropped_records`).
+6. A commit that fails loses the acks it was committing (`keep_acks_of_a_failed_commit`).
 
 `FlowControlEvent.resume()` (mode) empties every stream's input queue. faust's recovery
 resumes the flow, and so the fetcher, before it seeks the stream partitions to their
@@ -107,6 +108,50 @@ def hold_skipped_offsets(app: Any) -> None:
         return False
 
     consumer.ack = ack_unless_skipped
+
+
+def keep_acks_of_a_failed_commit(app: Any) -> None:
+    """A commit that failed leaves the partition's acks and committed offset as they were.
+
+    6. `Consumer._new_offset` takes the offsets it commits out of the acked ones *before*
+    the commit, and `_commit_offsets` moves the committed offset whether the broker took
+    the commit or not. A commit that raised (the broker went away during its producer
+    flush) or was refused lost those acks: the commit then stalled below them for good, or
+    faust believed an offset committed that the group never had. The acks and the committed
+    offset are now put back, and the next commit sends them again.
+    """
+    consumer = app.consumer
+    commit_tps = consumer._commit_tps
+
+    async def commit_tps_or_keep(tps: Any, *args: Any, **kwargs: Any) -> bool:
+        tps = list(tps)
+        before = {
+            tp: (list(consumer._acked.get(tp, ())), consumer._committed_offset.get(tp))
+            for tp in tps
+        }
+        done = False
+        try:
+            done = bool(await commit_tps(tps, *args, **kwargs))
+            return done
+        finally:
+            if not done:
+                _put_back(consumer, before)
+
+    consumer._commit_tps = commit_tps_or_keep
+
+
+def _put_back(consumer: Any, before: dict[Any, tuple[list[int], int | None]]) -> None:
+    assigned = consumer.assignment()
+    for tp, (acked, committed) in before.items():
+        if tp not in assigned:
+            continue  # revoked since: its acks are gone and its next owner reads the commit
+        now = consumer._acked[tp]
+        kept = sorted(set(acked) | set(now))
+        if committed is not None:
+            kept = [offset for offset in kept if offset >= committed]
+        now[:] = kept
+        consumer._acked_index[tp] = set(kept)
+        consumer._committed_offset[tp] = committed
 
 
 def no_commit_past_a_hole(app: Any) -> None:
@@ -322,6 +367,11 @@ def redeliver_holes(
     async def heal() -> None:
         if not app.flow_control.is_active():  # a rebalance is under way: it seeks anyway
             seen.clear()
+            return
+        if consumer._commit_fut is not None:
+            # A commit under way has taken its offsets out of the acked ones already and
+            # not yet moved the committed offset: that is no hole (it outlasts `after_s`
+            # while the broker is down).
             return
         now = time.monotonic()
         assigned = consumer.assignment()

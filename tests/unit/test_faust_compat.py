@@ -303,3 +303,44 @@ def test_recovery_reads_a_changelog_from_its_start_below_offset_zero(tmp_path: P
         Recovery._seek_offsets(None, Consumer(), {low, none_yet, read}, offsets, "standby")  # type: ignore[arg-type]
     )
     assert seeks == [{low: 0, none_yet: 0, read: 41}]
+
+
+def test_a_failed_commit_keeps_its_acks_for_the_next_one(tmp_path: Path) -> None:
+    """faust took the offsets out of the acked ones before committing them: a commit that
+    raised (the broker went away) lost them, and the partition's commit stalled below."""
+    from payments.settings import Settings
+    from streams.app import create_app
+
+    app = create_app(Settings(data_dir=tmp_path, store="memory://"))
+    consumer = app.consumer
+    tp = TP("gateway_commands", 1)
+    consumer.assignment = lambda: {tp}  # type: ignore[method-assign]
+    consumer._committed_offset[tp] = 3
+    consumer._acked[tp] = [3, 4, 5]
+    consumer._acked_index[tp] = {3, 4, 5}
+
+    async def broker_gone(offsets: Any, **_: Any) -> bool:
+        consumer._acked[tp].append(6)  # acked while the commit waited
+        raise ConnectionError("the broker went away")
+
+    consumer._commit_offsets = broker_gone  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        asyncio.run(consumer._commit_tps([tp], start_new_transaction=False))
+    assert consumer._acked[tp] == [3, 4, 5, 6]
+    assert consumer._committed_offset[tp] == 3
+
+    async def refused(offsets: Any, **_: Any) -> bool:
+        consumer._committed_offset.update(offsets)  # as faust does, taken or not
+        return False
+
+    consumer._commit_offsets = refused  # type: ignore[method-assign]
+    assert asyncio.run(consumer._commit_tps([tp], start_new_transaction=False)) is False
+    assert (consumer._acked[tp], consumer._committed_offset[tp]) == ([3, 4, 5, 6], 3)
+
+    async def taken(offsets: Any, **_: Any) -> bool:
+        consumer._committed_offset.update(offsets)
+        return True
+
+    consumer._commit_offsets = taken  # type: ignore[method-assign]
+    assert asyncio.run(consumer._commit_tps([tp], start_new_transaction=False)) is True
+    assert (consumer._acked[tp], consumer._committed_offset[tp]) == ([], 7)
