@@ -418,8 +418,8 @@ def stall_of(
 ) -> str | None:
     """What holds a partition's commit back, in words; None when nothing was read past it.
     `in_flight` is (offset, refcount) of each message an agent took and did not ack."""
-    if committed is None or read is None or read < committed:
-        return None
+    if committed is None or read is None or read <= committed:
+        return None  # faust's read offset is the next one to read right after a seek
     acked = sorted(acked)
     held = sorted(o for o, _ in in_flight if o >= committed)
     unreferenced = sorted(o for o, refs in in_flight if o >= committed and refs <= 0)

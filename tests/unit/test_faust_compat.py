@@ -270,6 +270,7 @@ def test_a_record_whose_delivery_was_cancelled_is_fetched_again() -> None:
 def test_a_stall_names_what_holds_the_commit() -> None:
     stall_of = faust_compat.stall_of
     assert stall_of(5, 4, [], []) is None  # read up to the commit: nothing is waiting
+    assert stall_of(5, 5, [], []) is None  # just sought to the commit: nothing read yet
     assert stall_of(None, 9, [7], []) is None
     assert stall_of(5, 20, [8, 9], [(5, 1), (6, 0)]) == (
         "committed 5, read 20; head 8, 2 acked up to 9; 2 in flight from 5, "
