@@ -190,7 +190,8 @@ class _Fetcher:
 
 
 def _app(fetcher: _Fetcher) -> Any:
-    return SimpleNamespace(consumer=fetcher, consumer_generation_id=1)
+    acking = SimpleNamespace(acks_enabled_for=lambda topic: not topic.endswith("-changelog"))
+    return SimpleNamespace(consumer=fetcher, consumer_generation_id=1, topics=acking)
 
 
 def test_a_refetch_seeks_between_two_batches_never_in_one() -> None:
@@ -345,3 +346,42 @@ def test_a_failed_commit_keeps_its_acks_for_the_next_one(tmp_path: Path) -> None
     consumer._commit_offsets = taken  # type: ignore[method-assign]
     assert asyncio.run(consumer._commit_tps([tp], start_new_transaction=False)) is True
     assert (consumer._acked[tp], consumer._committed_offset[tp]) == ([], 7)
+
+
+def test_a_changelog_is_never_read_again_by_a_refetch() -> None:
+    """Table recovery positions changelog partitions itself."""
+    calls: list[object] = []
+    fetcher = _Fetcher(calls, [{TP("payments-changelog", 0): [4, 5]}, {}])
+    fetcher.flow_active = False  # nothing of the batch is handed out
+    faust_compat.refetch_dropped_records(_app(fetcher))
+
+    async def drain() -> None:
+        assert [x async for x in fetcher.getmany(timeout=1.0)] == []
+        assert [x async for x in fetcher.getmany(timeout=1.0)] == []
+
+    asyncio.run(drain())
+    assert calls == []
+
+
+def test_a_quiet_partition_stalled_with_nothing_held_is_read_again() -> None:
+    """Records read and never acked, none in an agent's hands, nothing after them: no later
+    ack shows a hole, so after 30 s the partition is read again from its commit."""
+    calls: list[object] = []
+    fetcher = _Fetcher(calls, [{}])
+    fetcher._unacked_messages = set()  # type: ignore[attr-defined]
+    fetcher._acked = {}  # type: ignore[attr-defined]
+    fetcher._read_offset = {T0: 4, T1: 7}  # type: ignore[attr-defined]
+    fetcher._commit_fut = None  # type: ignore[attr-defined]
+    timers: list[Any] = []
+    app = _app(fetcher)
+    app.timer = lambda every_s, name: timers.append
+    clock = iter([100.0, 131.0])
+    faust_compat.watch_commit_stalls(app, clock=lambda: next(clock))
+
+    async def run() -> None:
+        await timers[0]()  # T0 committed at 3, read to 4: stalled from now
+        await timers[0]()  # 31 s later: read again; T1 read only up to its commit
+        assert [x async for x in fetcher.getmany(timeout=1.0)] == []
+
+    asyncio.run(run())
+    assert calls == [("seek", T0, 3)]
