@@ -153,3 +153,17 @@ def square_dispute(client: httpx.Client, square_payment: str) -> httpx.Response:
     return client.post(
         "/v1/webhooks/square", content=body, headers={"content-type": "application/json", **headers}
     )
+
+
+def wait_refund(
+    client: httpx.Client, refund_id: str, statuses: set[str], timeout_s: float = 30
+) -> dict[str, Any]:
+    """Poll GET until the refund is in one of `statuses`."""
+    deadline = time.monotonic() + timeout_s
+    doc: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        r = client.get(f"/v1/refunds/{refund_id}")
+        if r.status_code == 200 and (doc := r.json())["status"] in statuses:
+            return doc
+        time.sleep(0.05)
+    raise AssertionError(f"refund {refund_id} never reached {statuses}: {doc}")

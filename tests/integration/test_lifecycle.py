@@ -14,6 +14,7 @@ from tests.integration.helpers import (
     api_client,
     payment_body,
     post_payment,
+    wait_refund,
     wait_settled,
     wait_status,
 )
@@ -35,17 +36,6 @@ def sandbox(stack: DevStack) -> httpx.Client:
 
 def post(client: httpx.Client, path: str, body: dict | None = None, key: str | None = None):
     return client.post(path, json=body or {}, headers={"Idempotency-Key": key or uuid.uuid4().hex})
-
-
-def wait_refund(client: httpx.Client, refund_id: str, statuses: set[str], timeout_s: float = 30):
-    deadline = time.monotonic() + timeout_s
-    doc: dict = {}
-    while time.monotonic() < deadline:
-        r = client.get(f"/v1/refunds/{refund_id}")
-        if r.status_code == 200 and (doc := r.json())["status"] in statuses:
-            return doc
-        time.sleep(0.05)
-    raise AssertionError(f"refund {refund_id} never reached {statuses}: {doc}")
 
 
 def paid(client: httpx.Client, gateway: str, amount: int = 1000) -> str:

@@ -4,28 +4,40 @@ changelogs (what `make run` twice in a row does). Tansu keeps nothing, so not th
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 from payments.devstack import Broker, DevOptions, DevStack
 from payments.settings import load_settings
 from tests.conftest import BROKER, running_stack
-from tests.integration.helpers import api_client, payment_body, post_payment, wait_settled
+from tests.integration.helpers import (
+    api_client,
+    payment_body,
+    post_payment,
+    wait_refund,
+    wait_settled,
+)
 
-pytestmark = pytest.mark.stack
+REFUND_FINAL = {"processed", "failed"}
+
+pytestmark = [
+    pytest.mark.stack,
+    pytest.mark.skipif(BROKER is not Broker.KAFKA, reason="only Apache Kafka keeps its data"),
+]
 
 
-@pytest.mark.skipif(BROKER is not Broker.KAFKA, reason="only Apache Kafka keeps its data")
-def test_a_restarted_stack_resumes_where_it_stopped(
-    tmp_path: Path, external_services: tuple[str | None, str | None]
-) -> None:
+@pytest.fixture
+def state(tmp_path: Path, external_services: tuple[str | None, str | None]) -> Path:
+    """The state directory a stack is stopped and started again on (ours, not external)."""
     if external_services[0] is not None:
         pytest.skip("an external broker")
-    state = tmp_path / "stack"
+    return tmp_path / "stack"
+
+
+def test_a_restarted_stack_resumes_where_it_stopped(
+    state: Path, external_services: tuple[str | None, str | None]
+) -> None:
     key = "resume-order-1"
     body = payment_body("pm_card_visa", amount=5000)
     with running_stack(state, external_services) as first:
@@ -37,7 +49,9 @@ def test_a_restarted_stack_resumes_where_it_stopped(
         )
         assert refund.status_code == 202, refund.text
         # Processed before the stop: the sandbox (the gateway) is in memory and forgets.
-        assert _refund_final(client, refund.json()["refund_id"])["status"] == "processed"
+        assert (
+            wait_refund(client, refund.json()["refund_id"], REFUND_FINAL)["status"] == "processed"
+        )
 
     with running_stack(state, external_services) as second:  # same data, new processes
         assert (state / "kafka" / "data" / "meta.properties").exists()
@@ -55,27 +69,11 @@ def test_a_restarted_stack_resumes_where_it_stopped(
             f"/v1/payments/{pid}/refunds", json={"amount": 3001}, headers={"Idempotency-Key": "r2"}
         )
         assert over.status_code == 202, over.text
-        got = _refund_final(client, over.json()["refund_id"])
+        got = wait_refund(client, over.json()["refund_id"], REFUND_FINAL)
         assert got["status"] == "failed" and got["error_code"] == "amount_exceeds_refundable", got
 
 
-def _refund_final(client: httpx.Client, refund_id: str) -> dict[str, Any]:
-    got: dict[str, Any] = {}
-    for _ in range(300):
-        got = client.get(f"/v1/refunds/{refund_id}").json()
-        if got.get("status") in ("processed", "failed"):
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"refund {refund_id} not final: {got}")
-
-
-@pytest.mark.skipif(BROKER is not Broker.KAFKA, reason="only Apache Kafka keeps its data")
-def test_fresh_starts_empty(
-    tmp_path: Path, external_services: tuple[str | None, str | None]
-) -> None:
-    if external_services[0] is not None:
-        pytest.skip("an external broker")
-    state = tmp_path / "stack"
+def test_fresh_starts_empty(state: Path, external_services: tuple[str | None, str | None]) -> None:
     with running_stack(state, external_services) as first:
         client = api_client(first)
         pid = post_payment(client, payment_body("pm_card_visa")).json()["payment_id"]
