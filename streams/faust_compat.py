@@ -184,9 +184,9 @@ def recover_from_the_start(app: Any) -> None:
     """Read a changelog from its start where recovery would seek below offset 0.
 
     4. `Recovery._seek_offsets` maps only -1 ("nothing read yet") to 0; a standby whose
-    recorded offset is lower (seen on Tansu with a worker SIGKILLed over and over) goes to
-    aiokafka's `seek` as it is, which raises "Offset must be a positive integer", and the
-    worker exits on its next start. Reading such a changelog from its first offset
+    recorded offset is lower, or None (both seen on Tansu with a worker SIGKILLed over and
+    over), goes to aiokafka's `seek` as it is, which raises "Offset must be a positive
+    integer", and the worker exits on its next start. Reading such a changelog from its first offset
     rebuilds the same table: every changelog record is an upsert of its key.
     """
     from faust.tables.recovery import Recovery
@@ -198,9 +198,11 @@ def recover_from_the_start(app: Any) -> None:
     async def seek_offsets(
         self: Recovery, consumer: Any, tps: Any, offsets: Any, title: str
     ) -> None:
-        low = {tp: offsets[tp] for tp in tps if offsets[tp] < -1}
+        low = {tp: offsets[tp] for tp in tps if offsets[tp] is None or offsets[tp] < -1}
         if low:
-            log.warning("%s recovery: offsets %s below 0 read from the start", title, low)
+            log.warning(
+                "%s recovery: offsets %s unknown or below 0: read from the start", title, low
+            )
             offsets = type(offsets)({**offsets, **dict.fromkeys(low, -1)})
         await original(self, consumer, tps, offsets, title)
 

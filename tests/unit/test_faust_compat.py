@@ -300,11 +300,12 @@ def test_recovery_reads_a_changelog_from_its_start_below_offset_zero(tmp_path: P
             seeks.append(dict(offsets))
 
     low, none_yet, read = TP("payments-changelog", 0), TP("payments-changelog", 1), TP("x", 2)
-    offsets = Counter({low: -3, none_yet: -1, read: 41})
+    unknown = TP("payments-changelog", 3)
+    offsets = Counter({low: -3, none_yet: -1, read: 41, unknown: None})
     asyncio.run(
-        Recovery._seek_offsets(None, Consumer(), {low, none_yet, read}, offsets, "standby")  # type: ignore[arg-type]
+        Recovery._seek_offsets(None, Consumer(), {low, none_yet, read, unknown}, offsets, "standby")  # type: ignore[arg-type]
     )
-    assert seeks == [{low: 0, none_yet: 0, read: 41}]
+    assert seeks == [{low: 0, none_yet: 0, read: 41, unknown: 0}]
 
 
 def test_a_failed_commit_keeps_its_acks_for_the_next_one(tmp_path: Path) -> None:
