@@ -1298,6 +1298,8 @@ _DROPPED = re.compile(r"ignored (\w+) for (pay_\w+): (unknown_payment|unknown_re
 _GAP = re.compile(r"(\w+\[\d+\]): offsets (\d+)\.\.(\d+) were never delivered to the agent")
 # `streams.faust_compat.redeliver_holes`: a record that reached no agent, fetched again.
 _HOLE = re.compile(r"(\S+\[\d+\]): offsets (\d+)\.\.(\d+) never reached an agent")
+# `streams.faust_compat.refetch_instead_of_gaps`: offsets faust would have committed past.
+_JUMP = re.compile(r"(\S+\[\d+\]): offset (\d+) came after (\d+):")
 # `streams.faust_compat.watch_commit_stalls`: a commit that stayed put, and what held it.
 _STALL = re.compile(r"(\S+\[\d+\]): commit stalled for \d+ s: (.*)")
 
@@ -1308,12 +1310,15 @@ def check_worker_logs(log_dir: Path, record: Record) -> None:
     An input partition that jumped over offsets may have lost records (`streams.gaps`)."""
     dropped: dict[str, Counter[str]] = {}
     holes: list[str] = []
+    jumps: list[str] = []
     stalls: list[str] = []
     for path in sorted(log_dir.glob("worker*.log")):
         with path.open(errors="replace") as f:
             for line in f:
                 if hole := _HOLE.search(line):
                     holes.append(f"{hole.group(1)}@{hole.group(2)}..{hole.group(3)}")
+                if jump := _JUMP.search(line):
+                    jumps.append(f"{jump.group(1)}@{jump.group(3)}->{jump.group(2)}")
                 if stall := _STALL.search(line):
                     stalls.append(f"{stall.group(1)} ({path.name}): {stall.group(2).strip()}")
                 if gap := _GAP.search(line):
@@ -1330,6 +1335,11 @@ def check_worker_logs(log_dir: Path, record: Record) -> None:
         record.notes.append(
             f"{len(holes)} hole(s) of records that reached no agent, fetched again: "
             + ", ".join(holes[:20])
+        )
+    if jumps:
+        record.notes.append(
+            f"{len(jumps)} offset jump(s) faust would have committed past, read again: "
+            + ", ".join(jumps[:20])
         )
     if stalls:
         record.notes.append(f"{len(stalls)} commit stall(s): " + "; ".join(stalls[:10]))

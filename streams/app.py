@@ -47,6 +47,7 @@ def create_app(settings: Settings) -> faust.App:
     faust_compat.hold_skipped_offsets(app)  # else a commit can pass a record never applied
     faust_compat.no_commit_past_a_hole(app)  # else a commit can pass one never acked
     faust_compat.keep_acks_of_a_failed_commit(app)  # else a failed commit loses its acks
+    faust_compat.refetch_instead_of_gaps(app)  # else a commit can pass records never handed out
     faust_compat.recover_from_the_start(app)  # else an offset below -1 crashes recovery
     faust_compat.redeliver_holes(app)  # else a record that reached no agent strands the commit
     faust_compat.watch_commit_stalls(app)  # a commit that stays put is logged, with why

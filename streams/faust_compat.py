@@ -10,6 +10,7 @@
 5. The fetcher drops records it fetched when the flow stops, with no seek back unless a
    rebalance follows (`refetch_dropped_records`).
 6. A commit that fails loses the acks it was committing (`keep_acks_of_a_failed_commit`).
+7. faust commits past offsets it skipped as if Kafka had made a gap (`refetch_instead_of_gaps`).
 
 `FlowControlEvent.resume()` (mode) empties every stream's input queue. faust's recovery
 resumes the flow, and so the fetcher, before it seeks the stream partitions to their
@@ -43,6 +44,12 @@ log = logging.getLogger(__name__)
 REFETCHED = Counter(
     "payments_inputs_refetched_total",
     "Seeks back to read again records fetched from Kafka that no stream was given.",
+    ["topic"],
+)
+GAPS_REFETCHED = Counter(
+    "payments_input_gaps_refetched_total",
+    "Jumps in an input partition's offsets that faust would have committed past as a gap "
+    "Kafka made, read again instead.",
     ["topic"],
 )
 REDELIVERED = Counter(
@@ -180,6 +187,41 @@ def no_commit_past_a_hole(app: Any) -> None:
     consumer._new_offset = new_offset
 
 
+def refetch_instead_of_gaps(app: Any) -> None:
+    """Read again the offsets faust takes for a gap Kafka made, instead of committing past.
+
+    7. `Consumer._drain_messages` takes a record further on than the one after its read
+    offset for offsets Kafka itself skipped (compaction, transaction markers) and records
+    them as a gap, which `_new_offset` folds into the acks: the commit then passes them.
+    Our inputs are never compacted nor written in transactions, so there such a jump is
+    records that were fetched and never handed out (a read offset left behind by a seek or a
+    takeover), and committing past them loses them. The partition is read again from the
+    first missing offset instead, and the jump is logged. The same jump seen a second time
+    (the offsets really are gone: retention deleted them) gets faust's own reckoning, so a
+    partition can never loop. Changelogs keep faust's reckoning.
+    """
+    consumer = app.consumer
+    add_gap = consumer._add_gap
+    refetch = Refetch.of(app)
+    asked: set[tuple[Any, int]] = set()
+
+    async def refetch_the_gap(tp: Any, offset_from: int, offset_to: int) -> None:
+        if not app.topics.acks_enabled_for(tp.topic) or (tp, offset_from) in asked:
+            await add_gap(tp, offset_from, offset_to)
+            return
+        asked.add((tp, offset_from))
+        GAPS_REFETCHED.labels(tp.topic).inc()
+        log.warning(
+            "%s[%s]: offset %s came after %s: offsets %s..%s were never handed out; "
+            "reading them again rather than committing past them",
+            tp.topic, tp.partition, offset_to, offset_from - 1, offset_from, offset_to - 1,
+        )  # fmt: skip
+        # From the read offset itself: after a seek it is the next offset, not the last one.
+        refetch.request(tp, offset_from - 1)
+
+    consumer._add_gap = refetch_the_gap
+
+
 def recover_from_the_start(app: Any) -> None:
     """Read a changelog from its start where recovery would seek below offset 0.
 
@@ -279,9 +321,28 @@ class Refetch:
                 continue
             if committed is not None and consumer._committed_offset.get(tp) != committed:
                 continue
+            position = fetch_position(consumer, tp)
+            if position is not None and offset >= position:
+                # Not handed out yet (a seek since, to the commit, went back further): a
+                # seek forward would skip the records in between.
+                continue
             REFETCHED.labels(tp.topic).inc()
             log.info("%s[%s]: reading again from %s", tp.topic, tp.partition, offset)
             await consumer.seek(tp, offset)
+
+
+def fetch_position(consumer: Any, tp: Any) -> int | None:
+    """aiokafka's position for `tp`, the offset of the next record it hands to faust; None
+    when it has none (a reset under way) or this is not faust's aiokafka consumer. Read from
+    the consumer thread's state without waiting: an int attribute, safe to read here."""
+    try:
+        aio = consumer._thread._ensure_consumer()
+        state = aio._subscription.subscription.assignment.state_value(tp)
+    except Exception:  # no thread yet, unassigned, or a stand-in consumer
+        return None
+    if state is None or not state.has_valid_position:
+        return None
+    return int(state.position)
 
 
 def refetch_dropped_records(app: Any) -> None:

@@ -10,7 +10,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from faust.transport.consumer import Consumer
 from faust.types import TP
+from intervaltree import IntervalTree
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
 from streams import faust_compat
@@ -386,3 +388,76 @@ def test_a_quiet_partition_stalled_with_nothing_held_is_read_again() -> None:
 
     asyncio.run(run())
     assert calls == [("seek", T0, 3)]
+
+
+class _Positions:
+    """aiokafka's assignment state as `fetch_position` reads it, behind faust's thread."""
+
+    def __init__(self, positions: dict[TP, int | None]) -> None:
+        states = {
+            tp: SimpleNamespace(has_valid_position=p is not None, position=p)
+            for tp, p in positions.items()
+        }
+        assignment = SimpleNamespace(state_value=states.get)
+        subscription = SimpleNamespace(subscription=SimpleNamespace(assignment=assignment))
+        aio = SimpleNamespace(_subscription=subscription)
+        self._ensure_consumer = lambda: aio
+
+
+def test_a_refetch_never_seeks_forward_past_records_not_handed_out() -> None:
+    """A request made before a seek back to the commit must not skip what lies between."""
+    calls: list[object] = []
+    fetcher = _Fetcher(calls, [{}])
+    fetcher._thread = _Positions({T0: 3, T1: 9})  # type: ignore[attr-defined]
+    refetch = faust_compat.Refetch.of(_app(fetcher))
+    refetch.request(T0, 7)  # aiokafka hands out 3 next: 3..6 would be skipped
+    refetch.request(T1, 8)  # 8 was handed out already: read it again
+
+    async def drain() -> None:
+        assert [x async for x in fetcher.getmany(timeout=1.0)] == []
+
+    asyncio.run(drain())
+    assert calls == [("seek", T1, 8)]
+
+
+def test_a_jump_in_offsets_is_read_again_not_committed_past() -> None:
+    calls: list[object] = []
+    fetcher = _Fetcher(calls, [{}, {}])
+    gaps: list[tuple[TP, int, int]] = []
+
+    async def add_gap(tp: TP, offset_from: int, offset_to: int) -> None:
+        gaps.append((tp, offset_from, offset_to))  # faust: these count as acked
+
+    fetcher._add_gap = add_gap  # type: ignore[attr-defined]
+    app = _app(fetcher)
+    app.consumer_generation_id = 1
+    faust_compat.refetch_instead_of_gaps(app)
+    changelog = TP("payments-payments-changelog", 0)
+
+    async def drain() -> None:
+        await fetcher._add_gap(T0, 11, 14)  # type: ignore[attr-defined]  # read 10, then got 14
+        assert [x async for x in fetcher.getmany(timeout=1.0)] == []
+        await fetcher._add_gap(T0, 11, 14)  # type: ignore[attr-defined]  # the offsets are gone
+        await fetcher._add_gap(changelog, 5, 9)  # type: ignore[attr-defined]
+
+    asyncio.run(drain())
+    assert calls == [("seek", T0, 10)]  # from the read offset: after a seek it is the next
+    assert gaps == [(T0, 11, 14), (changelog, 5, 9)]
+
+
+def test_a_real_consumer_folds_a_gap_into_its_acks() -> None:
+    """What `refetch_instead_of_gaps` exists for, on faust's own bookkeeping: a gap is
+    committed past."""
+    consumer = SimpleNamespace(
+        _acked={T0: [14]},
+        _acked_index={T0: {14}},
+        _committed_offset={T0: 11},
+        _gap={},
+    )
+    consumer._gap[T0] = IntervalTree()
+
+    async def run() -> int | None:
+        await Consumer._add_gap(consumer, T0, 11, 13)  # type: ignore[arg-type]
+        return Consumer._new_offset(consumer, T0)  # type: ignore[arg-type]
+
+    assert asyncio.run(run()) == 15  # 11..13 never acked, committed past
