@@ -82,6 +82,18 @@ _WRITERS: dict[str, Callable[[Any, Any, dict[str, Any]], Awaitable[None]]] = {
 }
 
 
+class _Dry:
+    """A pipeline that takes every command and sends none: building a record's commands on
+    it tells a record that cannot be written from a Redis that cannot take it."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+
+async def _dry_script(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
 def register(app: faust.App, topics: Topics, redis: aioredis.Redis) -> list[Any]:
     set_if_newer = redis.register_script(SET_IF_NEWER)
 
@@ -89,13 +101,20 @@ def register(app: faust.App, topics: Topics, redis: aioredis.Redis) -> list[Any]
         write = _WRITERS[schema]
 
         async def project(stream: Any) -> Any:
+            # faust's take_events acks a batch once the loop body is done with it, and also
+            # when the body raised: nothing may escape it but a record sent to dead_letter.
             async for events in stream.take_events(BATCH, within=BATCH_WINDOW_S):
                 records = []
                 for event in events:
                     try:
-                        records.append(decode(schema, event.value, dict(event.headers or {})))
-                    except SerializationError as exc:
+                        rec = decode(schema, event.value, dict(event.headers or {}))
+                        await write(_Dry(), _dry_script, rec)  # a record it cannot write
+                    except Exception as exc:  # the record is the poison, not Redis
+                        if not isinstance(exc, SerializationError):
+                            log.exception("cannot project %s", schema)
                         await send_to_dead_letter(topics.dead_letter, event, exc)
+                    else:
+                        records.append(rec)
                 if records:
                     await _write_until_done(redis, set_if_newer, write, records)
 
