@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 from faust.types import TP
 
 from agents.dead_letter import send_to_dead_letter
@@ -287,6 +288,15 @@ def register(
         try:
             item = decode_input(msg.topic, value, dict(headers or {}))
             row = payments.get(item.payment_id)
+            # An input about a payment the table does not hold may have overtaken the
+            # request that creates it: the stream merges the input topics in no fixed order
+            # (a restart reads several of them again at once).
+            if (
+                row is None
+                and not isinstance(item, PaymentRequested)
+                and await catch_up(msg.partition)
+            ):
+                row = payments.get(item.payment_id)
             state = payment_from_row(row) if row is not None else None
             recalled = recall(tables, item, state, now_ms)
             decision = recalled or decide(state, item, fraud=fraud_rules)
@@ -319,11 +329,36 @@ def register(
             remember(tables, item, decision, partition=msg.partition, now_ms=now_ms)
         return decision
 
-    async def repair(topic: str, partition: int, start: int, end: int) -> None:
-        """Apply the records the stream skipped, read straight from the partition."""
+    async def catch_up(partition: int) -> bool:
+        """Apply the partition's payment requests not yet applied, up to its high watermark,
+        read straight from it; True when there were any. Asked before an input about a
+        payment the table does not hold is ignored as `unknown_payment`: that input may have
+        overtaken the request that creates its payment."""
+        tp = TP(names.PAYMENT_INITIATION, partition)
+        try:
+            end = app.consumer.highwater(tp)
+        except Exception:  # not assigned here (aiokafka asserts): nothing to catch up on
+            return False
+        if end is None:
+            return False
+        last = ledger.last_applied(tp.topic, partition, end)
+        if end <= last + 1:
+            return False
+        try:
+            await repair(tp.topic, partition, last + 1, end, why="not applied yet")
+        except (TimeoutError, KafkaError) as exc:
+            log.warning("%s[%s]: catching up failed, %r", tp.topic, partition, exc)
+            return False
+        return True
+
+    async def repair(
+        topic: str, partition: int, start: int, end: int, *, why: str = "skipped by the stream"
+    ) -> None:
+        """Apply records of a partition the stream has not given the agent, read straight from
+        the partition: ones it skipped, or ones an input about their payment cannot wait for."""
         log.warning(
-            "%s[%s]: offsets %s..%s were skipped by the stream; applying them now",
-            topic, partition, start, end - 1,
+            "%s[%s]: offsets %s..%s were %s; applying them now",
+            topic, partition, start, end - 1, why,
         )  # fmt: skip
         for record in await reader.read(topic, partition, start, end):
             decision = await handle(_Record(record), record.value, record.headers)
