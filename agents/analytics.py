@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+from itertools import islice, takewhile
 from typing import Any
 
 import faust
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 _METRICS = codec("payment_metrics")
 _INDEX = "e"  # e:<partition>:<window end ms>:<window key> -> window key
 _SWEEP_EVERY_MS = 30_000
+_SWEEP_LIMIT = 2000  # windows dropped per sweep of a partition; the next sweep goes on
 
 LATE = Counter(
     "payments_metrics_late_total",
@@ -116,9 +118,11 @@ def register(
         if now_ms - last_sweep.get(partition, 0) < _SWEEP_EVERY_MS:
             return
         last_sweep[partition] = now_ms
-        for end_ms, key, index_key in list(read_time_index(scan, _INDEX, partition)):
-            if end_ms + retention_ms > now_ms:
-                break
+        # Only the expired head of the index, and at most _SWEEP_LIMIT of it: a sweep never
+        # reads every window the partition keeps (it runs inside an agent's event).
+        entries = read_time_index(scan, _INDEX, partition)
+        expired = takewhile(lambda entry: entry[0] + retention_ms <= now_ms, entries)
+        for _, key, index_key in list(islice(expired, _SWEEP_LIMIT)):
             table.pop(key, None)
             table.pop(index_key, None)
             dirty.discard(key)

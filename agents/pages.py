@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import faust
@@ -13,10 +14,25 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from agents.breaker import CircuitBreaker
 from tables.payments import Tables
 
+SLICE = 500  # table items read between two turns of the event loop
 
-def table_digest(table: Any) -> dict[str, Any]:
-    """Count and SHA-256 of a table's local items, in key order: equal digests, equal tables."""
-    items = sorted((str(k), json.dumps(v, sort_keys=True)) for k, v in table.items())
+
+async def local_items(table: Any, limit: int | None = None) -> list[tuple[Any, Any]]:
+    """A table's local items, up to `limit`, read in slices of `SLICE`: a page never holds
+    the event loop for a read that grows with the table."""
+    items: list[tuple[Any, Any]] = []
+    for item in table.items():
+        if limit is not None and len(items) >= limit:
+            break
+        items.append(item)
+        if len(items) % SLICE == 0:
+            await asyncio.sleep(0)
+    return items
+
+
+def table_digest(items: Iterable[tuple[Any, Any]]) -> dict[str, Any]:
+    """Count and SHA-256 of a table's items, in key order: equal digests, equal tables."""
+    items = sorted((str(k), json.dumps(v, sort_keys=True)) for k, v in items)
     h = hashlib.sha256()
     for k, v in items:
         h.update(k.encode())
@@ -57,18 +73,13 @@ def register(
 
     @app.page("/tables/payments/digest/")
     async def payments_digest(web: Any, request: Any) -> Any:
-        return web.json(table_digest(tables.payments))
+        return web.json(table_digest(await local_items(tables.payments)))
 
     @app.page("/tables/payments/")
     async def payment_rows(web: Any, request: Any) -> Any:
         """Every payment on this worker, for tests and operators (bounded by `limit`)."""
         limit = int(request.query.get("limit", "10000"))
-        rows: dict[str, Any] = {}
-        for key, row in tables.payments.items():
-            if len(rows) >= limit:
-                break
-            rows[str(key)] = row
-        return web.json(rows)
+        return web.json({str(k): row for k, row in await local_items(tables.payments, limit)})
 
     @app.page("/tables/{name}/entries/")
     async def dedup_entries(web: Any, request: Any, name: str) -> Any:
@@ -78,7 +89,7 @@ def register(
         payment_id = request.query.get("payment_id")
         if dedup is None or not payment_id:
             return web.json({"error": "unknown table or no payment_id"}, status=404)
-        return web.json(dedup.entries_about(payment_id))
+        return web.json(dedup.entries_about(payment_id, await local_items(dedup.table)))
 
     @app.page("/tables/{name}/expiring/")
     async def dedup_expiring(web: Any, request: Any, name: str) -> Any:

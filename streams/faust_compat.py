@@ -202,9 +202,10 @@ def refetch_instead_of_gaps(app: Any) -> None:
 
     Seen in both liveness runs (test_liveness.py) where it was logged: within one second,
     after a restarted worker took its partitions, 34 and 35 jumps of 4 to 31 offsets, on
-    most input topics at once, none of them asked for again by `refetch_dropped_records`. faust folded
-    them into the acks; a worker killed before the records came round again lost them
-    (one CI run: a `payment_status` record never projected, the read model a step behind).
+    most input topics at once, none of them asked for again by `refetch_dropped_records`.
+    faust folded them into the acks; a worker killed before the records came round again
+    lost them (one CI run: a `payment_status` record never projected, the read model a
+    step behind).
     """
     consumer = app.consumer
     add_gap = consumer._add_gap

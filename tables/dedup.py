@@ -42,11 +42,17 @@ class ExpiringTable:
         self._table[f"k:{key}"] = {**value, "exp": expires}
         self._table[time_index_key("x", partition, expires, key)] = key
 
-    def entries_about(self, payment_id: str) -> dict[str, Any]:
-        """Every live entry naming `payment_id`, by key: a full scan, for operators."""
+    @property
+    def table(self) -> MutableMapping[str, Any]:
+        return self._table
+
+    @staticmethod
+    def entries_about(payment_id: str, items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+        """Every entry naming `payment_id` among `items` (the table's, read by the caller:
+        a full scan, for operators), by key."""
         return {
             key[2:]: entry
-            for key, entry in self._table.items()
+            for key, entry in items
             if key.startswith("k:") and entry.get("payment_id") == payment_id
         }
 
