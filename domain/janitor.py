@@ -9,7 +9,8 @@ is `stale_after_ms` old. After the last step the payment is left for an operator
 in its status; `payments audit` and the `payments_janitor_exhausted_total` metric show it).
 A refund whose call went unanswered (still `initiated`, no gateway reference) is retried on
 the same steps: its command is sent again with the same idempotency key, so the gateway
-answers with the first refund if it made one.
+answers with the first refund if it made one. One merely in flight (the executor has not
+answered that its call timed out) is first retried once it is `stale_after_ms` old.
 
 Each check's answer is a `StatusChecked` input to the payment agent; `decide` applies it.
 A gateway with no search by our id is searched by creation time, only over the window in
@@ -78,10 +79,13 @@ def due_at(payment: Payment, schedule: Schedule) -> int | None:
         stuck = {c.refund_id for c in stuck_refunds(payment)}
         if not stuck:
             return None
-        since = max(
-            [payment.checked_at_ms]
-            + [line.updated_at_ms for line in payment.refunds if line.refund_id in stuck]
-        )
+        lines = [line for line in payment.refunds if line.refund_id in stuck]
+        since = max([payment.checked_at_ms] + [line.updated_at_ms for line in lines])
+        if payment.checks == 0 and not any(line.error_code for line in lines):
+            # Only in flight (the executor has not said its call went unanswered): like a
+            # pending payment, first asked about once stale. A backlog of refunds is no
+            # reason to send each of them again.
+            return since + schedule.stale_after_ms
         return since + schedule.steps_ms[payment.checks]
     since = max(payment.updated_at_ms, payment.checked_at_ms)
     if payment.checks == 0 and payment.status is not PaymentStatus.UNKNOWN:

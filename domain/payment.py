@@ -968,7 +968,12 @@ def _on_refund_outcome(state: Payment | None, out: RefundOutcome) -> Decision:
         return Decision(state, ignored="duplicate_outcome")
     if out.state is RefundState.INITIATED:
         # Accepted, not yet done: keep the gateway's reference so its webhook can find it.
-        updated = dataclasses.replace(line, gateway_reference=out.gateway_reference)
+        # With none, the call went unanswered: its error code says so to the janitor.
+        updated = dataclasses.replace(
+            line,
+            gateway_reference=out.gateway_reference,
+            error_code=None if out.gateway_reference else out.error_code,
+        )
         return Decision(_replace_refund(state, updated), ignored="refund_pending")
     return _settle_refund(
         state, line, out.state, Source.GATEWAY, out.occurred_at_ms, out.gateway_reference,

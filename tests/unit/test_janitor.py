@@ -259,3 +259,14 @@ def test_the_janitors_question_carries_the_window() -> None:
     assert req.window == lookup_window(state, SCHEDULE)
     assert req.payment_id == "pay_1" and req.created_at_ms == state.created_at_ms
     assert req.authorize is not None and req.authorize.idempotency_key == "pay_1:authorize:1"
+
+
+def test_a_refund_merely_in_flight_is_first_sent_again_once_stale() -> None:
+    """No answer yet is not an unanswered call: with a backlog, every refund in flight for a
+    step (1 s in the chaos runs) was sent again, a thousand times in one liveness run."""
+    from domain.janitor import stuck_refunds
+    from tests.unit.test_payment_refunds import captured, refund
+
+    state = decide(captured(), refund("r1", 400)).state
+    assert state is not None and [c.refund_id for c in stuck_refunds(state)] == ["r1"]
+    assert due_at(state, SCHEDULE) == 10 + SCHEDULE.stale_after_ms
