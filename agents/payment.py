@@ -339,9 +339,12 @@ def register(
             end = app.consumer.highwater(tp)
         except Exception:  # not assigned here (aiokafka asserts): nothing to catch up on
             return False
-        if end is None:
+        committed = getattr(app.consumer, "_committed_offset", {}).get(tp)
+        if end is None or committed is None:
             return False
-        last = ledger.last_applied(tp.topic, partition, end)
+        # With no mark yet, the ledger falls back on the commit (as the agent's loop does),
+        # never on the high watermark: records not yet fetched are not applied.
+        last = ledger.last_applied(tp.topic, partition, committed)
         if end <= last + 1:
             return False
         try:

@@ -908,7 +908,9 @@ def _refund_change(
         amount=line.amount,
         occurred_at_ms=at_ms,
         reason=line.reason,
-        error_code=line.error_code,
+        # An `initiated` line may hold the executor's "unanswered" for the janitor; a
+        # record says an error only for a refund that failed.
+        error_code=None if line.state is RefundState.INITIATED else line.error_code,
         gateway_reference=line.gateway_reference,
     )
 

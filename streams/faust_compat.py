@@ -345,12 +345,12 @@ def fetch_position(consumer: Any, tp: Any) -> int | None:
     the consumer thread's state without waiting: an int attribute, safe to read here."""
     try:
         aio = consumer._thread._ensure_consumer()
-        state = aio._subscription.subscription.assignment.state_value(tp)
+        # One read of the attribute: the consumer thread may reset it at any moment, and
+        # `position` asserts it is set (an AssertionError here would stop the fetcher).
+        position = aio._subscription.subscription.assignment.state_value(tp)._position
     except Exception:  # no thread yet, unassigned, or a stand-in consumer
         return None
-    if state is None or not state.has_valid_position:
-        return None
-    return int(state.position)
+    return None if position is None else int(position)
 
 
 def refetch_dropped_records(app: Any) -> None:

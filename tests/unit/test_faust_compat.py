@@ -394,10 +394,7 @@ class _Positions:
     """aiokafka's assignment state as `fetch_position` reads it, behind faust's thread."""
 
     def __init__(self, positions: dict[TP, int | None]) -> None:
-        states = {
-            tp: SimpleNamespace(has_valid_position=p is not None, position=p)
-            for tp, p in positions.items()
-        }
+        states = {tp: SimpleNamespace(_position=p) for tp, p in positions.items()}
         assignment = SimpleNamespace(state_value=states.get)
         subscription = SimpleNamespace(subscription=SimpleNamespace(assignment=assignment))
         aio = SimpleNamespace(_subscription=subscription)

@@ -16,7 +16,7 @@ from domain.janitor import (
     not_charged_is_proof,
     source_for,
 )
-from domain.payment import Payment, Source, StatusChecked, Verdict, decide
+from domain.payment import Payment, Source, StatusChecked, Verdict, decide, duplicate
 from domain.status import PaymentStatus
 from tests.unit.test_payment_decide import outcome, request
 
@@ -172,6 +172,9 @@ def test_a_refund_the_gateway_never_answered_is_sent_again_on_the_schedule() -> 
     )
     state = decide(state, unanswered).state
     assert state is not None and [c.refund_id for c in stuck_refunds(state)] == ["r1"]
+    # The line keeps "unanswered" for the janitor; a record of it re-emitted says no error.
+    replayed = duplicate(state, "duplicate_request").refund_changes
+    assert [(c.state, c.error_code) for c in replayed] == [(RefundState.INITIATED, None)]
     due = due_at(state, SCHEDULE)
     assert due == 10 + SCHEDULE.steps_ms[0]  # counted from the refund request
     resent = StatusChecked(
