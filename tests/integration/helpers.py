@@ -96,16 +96,21 @@ def wait_status(
     client: httpx.Client, payment_id: str, statuses: set[str], timeout_s: float = 30
 ) -> dict[str, Any]:
     """Poll GET until the payment is in one of `statuses`."""
+    return _poll_status(client, f"/v1/payments/{payment_id}", statuses, timeout_s, payment_id)
+
+
+def _poll_status(
+    client: httpx.Client, path: str, statuses: set[str], timeout_s: float, what: str
+) -> dict[str, Any]:
+    """GET `path` until its document's status is one of `statuses`."""
     deadline = time.monotonic() + timeout_s
     doc: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        r = client.get(f"/v1/payments/{payment_id}")
-        if r.status_code == 200:
-            doc = r.json()
-            if doc["status"] in statuses:
-                return doc
+        r = client.get(path)
+        if r.status_code == 200 and (doc := r.json())["status"] in statuses:
+            return doc
         time.sleep(0.05)
-    raise AssertionError(f"{payment_id} never reached {statuses}: {doc}")
+    raise AssertionError(f"{what} never reached {statuses}: {doc}")
 
 
 async def scan_topic(bootstrap: str, topic: str, idle_s: float = 1.5) -> list[Any]:
@@ -159,11 +164,6 @@ def wait_refund(
     client: httpx.Client, refund_id: str, statuses: set[str], timeout_s: float = 30
 ) -> dict[str, Any]:
     """Poll GET until the refund is in one of `statuses`."""
-    deadline = time.monotonic() + timeout_s
-    doc: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        r = client.get(f"/v1/refunds/{refund_id}")
-        if r.status_code == 200 and (doc := r.json())["status"] in statuses:
-            return doc
-        time.sleep(0.05)
-    raise AssertionError(f"refund {refund_id} never reached {statuses}: {doc}")
+    return _poll_status(
+        client, f"/v1/refunds/{refund_id}", statuses, timeout_s, f"refund {refund_id}"
+    )
