@@ -1,7 +1,8 @@
 """The janitor: asks gateways about payments that have no news, on a schedule.
 
-A faust timer reads each of the worker's active partitions of the `janitor` due index
-(`tables.schedule`), soonest first, and stops at the first check not yet due. For each due
+A faust timer reads each of the worker's active partitions of the due index
+(`tables.schedule`, in memory, loaded from the `janitor` table a slice per tick after a
+rebalance), soonest first, and stops at the first check not yet due. For each due
 payment it asks the payment's gateway (`Gateway.lookup`: by reference, or by our payment id)
 and sends the answer to `payment_checks`, keyed by payment id. The payment agent applies it
 like any other input (`domain.payment.StatusChecked`) and schedules the next check, so the
@@ -207,6 +208,11 @@ def register(
                 key=payment.payment_id.encode(), value=_CHECK.encode(record), headers=_CHECK.headers
             )
 
+    async def forget(sender: object, revoked: object, **_: object) -> None:
+        tables.janitor.forget()  # another worker may schedule them before they come back
+
+    app.on_partitions_revoked.connect(forget)  # type: ignore[arg-type]
+
     @app.timer(interval=every_s, name="janitor")  # type: ignore[untyped-decorator]
     async def janitor() -> None:
         if not worker_ready(app):
@@ -215,7 +221,10 @@ def register(
         started = time.monotonic()
         for stale in [pid for pid, (_, at) in asked.items() if started - at > _RECHECK_AFTER_S]:
             del asked[stale]
-        for partition in active_partitions(app, names.PAYMENT_INITIATION):
+        active = active_partitions(app, names.PAYMENT_INITIATION)
+        tables.janitor.forget(keep=active)
+        for partition in active:
+            tables.janitor.load(partition)  # a slice a tick, after the partition is assigned
             for _, payment_id in tables.janitor.due(partition, now_ms, limit=concurrency * 4):
                 row = tables.payments.get(payment_id)
                 if row is None:

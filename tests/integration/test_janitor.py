@@ -9,6 +9,8 @@ source `janitor`. The sandbox ledger shows every payment charged at most once.""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -165,6 +167,26 @@ def test_a_processing_payment_whose_webhook_never_comes_is_polled(
     assert wait_status(client, pid, {"succeeded"}, timeout_s=30)["status"] == "succeeded"
     trail = _trail(stack, pid)
     assert trail[-1] == ("processing", "succeeded", "poll"), trail
+
+
+def test_the_schedule_outlives_a_worker_killed_with_its_store(
+    stack: DevStack, sandbox: httpx.Client
+) -> None:
+    """The due index is held in memory and loaded from the `janitor` table's changelog: a
+    worker killed with its RocksDB store wiped still checks what was scheduled before."""
+    client = api_client(stack, timeout=15)
+    pid = post_payment(client, payment_body("pm_card_processing")).json()["payment_id"]
+    doc = wait_status(client, pid, {"processing"}, timeout_s=30)
+    worker = stack.child("worker")
+    worker.stop(sig=signal.SIGKILL)
+    shutil.rmtree(stack.data_dir, ignore_errors=True)
+    # Settled while no worker runs, with webhooks off: only a status check can find it.
+    settle = f"/_sandbox/stripe/payment_intents/{doc['gateway_reference']}/settle"
+    sandbox.post(settle, json={"outcome": "succeeded"}).raise_for_status()
+    worker.start()
+    worker.wait_ready()
+    assert wait_status(client, pid, {"succeeded"}, timeout_s=60)["status"] == "succeeded"
+    assert _trail(stack, pid)[-1] == ("processing", "succeeded", "poll")
 
 
 def _metric(stack: DevStack, prefix: str) -> float:

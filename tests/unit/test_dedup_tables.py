@@ -70,13 +70,31 @@ def test_a_key_put_again_lives_until_its_new_expiry() -> None:
     assert table.sweep(0, 150, every_ms=0) == 1
 
 
-def _due_index() -> tuple[dict[str, object], DueIndex]:
-    data: dict[str, object] = {}
+class _Partitioned(dict[str, object]):
+    """A table's entries and the partition each was written in (faust writes a changelog
+    record to the partition of the event under way: here, `writing`)."""
 
-    def scan(partition: int, prefix: str) -> Iterator[str]:
-        yield from sorted(k for k in data if k >= prefix)
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing = 0
+        self.partition_of: dict[str, int] = {}
 
-    return data, DueIndex(data, scan)
+    def __setitem__(self, key: str, value: object) -> None:
+        self.partition_of[key] = self.writing
+        super().__setitem__(key, value)
+
+    def scan(self, partition: int, prefix: str) -> Iterator[str]:
+        yield from sorted(k for k in self if k >= prefix and self.partition_of[k] == partition)
+
+
+def _due_index() -> tuple[_Partitioned, DueIndex]:
+    data = _Partitioned()
+    return data, DueIndex(data, data.scan)
+
+
+def _set(data: _Partitioned, index: DueIndex, pid: str, due: int | None, partition: int) -> None:
+    data.writing = partition
+    index.set(pid, due, partition=partition)
 
 
 def _tables() -> Tables:
@@ -95,16 +113,73 @@ def _tables() -> Tables:
 
 def test_the_due_index_lists_a_partition_soonest_first_and_moves_or_drops_a_payment() -> None:
     data, index = _due_index()
-    index.set("pay_b", 2_000, partition=1)
-    index.set("pay_a", 1_000, partition=1)
-    index.set("pay_c", 1_500, partition=2)
+    _set(data, index, "pay_b", 2_000, 1)
+    _set(data, index, "pay_a", 1_000, 1)
+    _set(data, index, "pay_c", 1_500, 2)
     assert index.due(1, now_ms=1_999) == [(1_000, "pay_a")]
     assert index.due(1, now_ms=5_000) == [(1_000, "pay_a"), (2_000, "pay_b")]
-    index.set("pay_a", 9_000, partition=1)  # checked: its next check moves later
+    assert index.due(1, now_ms=5_000) == [(1_000, "pay_a"), (2_000, "pay_b")]  # read, kept
+    _set(data, index, "pay_a", 9_000, 1)  # checked: its next check moves later
+    assert index.due(1, now_ms=5_000) == [(2_000, "pay_b")]
     assert index.upcoming(1) == [(2_000, "pay_b"), (9_000, "pay_a")]
-    index.set("pay_b", None, partition=1)  # settled: no more checks
+    _set(data, index, "pay_b", None, 1)  # settled: no more checks
     assert index.upcoming(1) == [(9_000, "pay_a")] and index.upcoming(2) == [(1_500, "pay_c")]
-    assert len(data) == 4  # two entries for each payment still scheduled
+    assert dict(data) == {"p:pay_a": 9_000, "p:pay_c": 1_500}  # one entry per payment
+
+
+def test_a_payment_moved_back_to_an_earlier_time_is_listed_once() -> None:
+    data, index = _due_index()
+    for due in (1_000, 2_000, 1_000):
+        _set(data, index, "pay_a", due, 0)
+    assert index.due(0, now_ms=5_000) == [(1_000, "pay_a")]
+    assert index.due(0, now_ms=5_000) == [(1_000, "pay_a")]
+
+
+def test_a_new_worker_loads_the_schedule_from_the_table_a_slice_at_a_time() -> None:
+    data, index = _due_index()
+    for n in range(7):
+        _set(data, index, f"pay_{n}", 1_000 + n, n % 2)
+    _set(data, index, "pay_3", None, 1)
+    restarted = DueIndex(data, data.scan)  # a restart, or a takeover of both partitions
+    assert restarted.due(0, now_ms=9_000) == []  # nothing loaded yet
+    assert restarted.load(0, limit=2) is False
+    assert restarted.due(0, now_ms=9_000) == [(1_000, "pay_0"), (1_002, "pay_2")]
+    assert restarted.load(0, limit=2) is True and restarted.load(1, limit=10) is True
+    assert restarted.due(0, now_ms=9_000) == [(1_000 + n, f"pay_{n}") for n in (0, 2, 4, 6)]
+    assert restarted.due(1, now_ms=9_000) == [(1_001, "pay_1"), (1_005, "pay_5")]
+    # Set while loading: memory has the newer time, and the load keeps it.
+    again = DueIndex(data, data.scan)
+    _set(data, again, "pay_4", 5_000, 0)
+    assert again.load(0) is True
+    assert again.due(0, now_ms=4_999) == [(1_000, "pay_0"), (1_002, "pay_2"), (1_006, "pay_6")]
+
+
+def test_a_partition_given_away_is_forgotten_and_loaded_again_when_it_comes_back() -> None:
+    data, index = _due_index()
+    _set(data, index, "pay_a", 1_000, 0)
+    _set(data, index, "pay_b", 1_000, 1)
+    index.forget(keep=[1])
+    assert index.due(0, now_ms=2_000) == [] and index.due(1, now_ms=2_000) == [(1_000, "pay_b")]
+    other = DueIndex(data, data.scan)  # the worker that took partition 0 settles pay_a
+    other.load(0)
+    _set(data, other, "pay_a", None, 0)
+    assert index.load(0) is True and index.due(0, now_ms=2_000) == []
+
+
+def test_entries_of_the_sorted_index_of_earlier_versions_are_read_and_then_replaced() -> None:
+    data, index = _due_index()
+    data.writing = 3
+    data["d:0003:0000000001000:pay_a"] = "pay_a"  # what earlier versions stored
+    data["p:pay_a"] = "d:0003:0000000001000:pay_a"
+    assert index.load(3) is True
+    assert index.due(3, now_ms=1_000) == [(1_000, "pay_a")]
+    _set(data, index, "pay_a", 7_000, 3)
+    assert dict(data) == {"p:pay_a": 7_000}
+    fresh = DueIndex(data, data.scan)
+    data["d:0003:0000000002000:pay_b"] = "pay_b"
+    data["p:pay_b"] = "d:0003:0000000002000:pay_b"
+    _set(data, fresh, "pay_b", None, 3)  # settled before any load: both entries go
+    assert dict(data) == {"p:pay_a": 7_000}
 
 
 def test_a_request_seen_before_is_a_duplicate_and_another_body_a_conflict() -> None:
