@@ -1,14 +1,15 @@
 """The payment agent: the single writer of payment state, strictly ordered per payment id.
 
-It decodes one input, loads the payment, calls `domain.payment.decide`, emits the status
-records and gateway commands the decision names, then saves. Outputs are sent before the
-table write: after a crash the input is redelivered and, seeing the old state, the agent
-emits the same records again (same command ids, same seq numbers), which downstream
-dedupes. Saving first could lose a command, which would lose a payment.
+It decodes one input, loads the payment, calls `domain.payment.decide`, saves the decision,
+and hands its outputs (status records, gateway commands, screens) to the outbox, which sends
+them only once the broker has the saved state, and then acks the input (`agents.outbox`). A
+seq number therefore leaves only from a state a successor starts from; a crash between the
+save and the send loses nothing, since the input is read again and replays the saved outbox.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -27,6 +28,7 @@ from agents.metrics import (
     PROCESSING_SECONDS,
     WEBHOOKS_UNHANDLED,
 )
+from agents.outbox import Outbox, Output, restored
 from domain.errors import PaymentError, SerializationError
 from domain.fraud import FraudRules, Stage
 from domain.janitor import CHECKED, Schedule, due_at, stuck_refunds
@@ -66,6 +68,7 @@ from streams.app import Topics
 from streams.ledger import REPAIRED, InputLedger, RangeReader
 from tables.payments import Tables
 from tables.rows import payment_from_row, payment_to_row, refund_to_row
+from tables.writes import ChangelogWrites
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,7 @@ _COMMAND = codec("gateway_command")
 _STATUS = codec("payment_status")
 _REFUND = codec("refund_status")
 _SCREEN = codec("fraud_check")
+OUTBOX = "outbox"  # the row's records not yet seen sent (`agents.outbox`)
 
 
 class _Record:
@@ -231,33 +235,57 @@ def register(
     first = fraud_rules.first_stage if fraud_rules is not None else Stage.USER
     ledger = InputLedger(tables.inputs)
     reader = RangeReader(bootstrap)
+    writes = ChangelogWrites(payments, tables.refunds, tables.janitor.stored)
+    outbox = Outbox()
+    by_name = {
+        t.get_topic_name(): t
+        for t in (
+            topics.refund_status,
+            topics.gateway_commands,
+            topics.payment_status,
+            topics.fraud_checks,
+            topics.fraud_card_checks,
+        )
+    }
 
     async def forget(sender: object, revoked: object, **_: object) -> None:
         ledger.forget()
 
     app.on_partitions_revoked.connect(forget)  # type: ignore[arg-type]
 
-    async def emit(decision: Decision, payment_id: str) -> None:
+    def outputs(decision: Decision, payment_id: str) -> list[Output]:
+        """The records a decision sends, encoded, in the order they leave."""
         state = decision.state
         key = payment_id.encode()
         currency = state.amount.currency if state else ""
-        for refund in decision.refund_changes:
-            await topics.refund_status.send(
-                key=key,
-                value=_REFUND.encode(refund_status_record(refund, currency)),
-                headers=_REFUND.headers,
+        out = [
+            Output(
+                topics.refund_status,
+                key,
+                _REFUND.encode(refund_status_record(refund, currency)),
+                _REFUND.headers,
             )
-            if state is not None and (line := state.refund(refund.refund_id)) is not None:
-                tables.refunds[refund.refund_id] = refund_to_row(line, payment_id)
+            for refund in decision.refund_changes
+        ]
         if state is None:
-            return
+            return out
         for command in decision.commands:
-            await topics.gateway_commands.send(
-                key=key, value=_COMMAND.encode(command_to_record(command)), headers=_COMMAND.headers
+            out.append(
+                Output(
+                    topics.gateway_commands,
+                    key,
+                    _COMMAND.encode(command_to_record(command)),
+                    _COMMAND.headers,
+                )
             )
         for change in decision.changes:
-            await topics.payment_status.send(
-                key=key, value=_STATUS.encode(status_record(state, change)), headers=_STATUS.headers
+            out.append(
+                Output(
+                    topics.payment_status,
+                    key,
+                    _STATUS.encode(status_record(state, change)),
+                    _STATUS.headers,
+                )
             )
         for screen in decision.screens:  # to the first fraud stage with a rule on
             topic, by = (
@@ -265,22 +293,30 @@ def register(
                 if first is Stage.CARD
                 else (topics.fraud_checks, screen.user_id)
             )
-            await topic.send(
-                key=by.encode(),
-                value=_SCREEN.encode(screen_to_record(screen, kind="screen")),
-                headers=_SCREEN.headers,
+            out.append(
+                Output(
+                    topic,
+                    by.encode(),
+                    _SCREEN.encode(screen_to_record(screen, kind="screen")),
+                    _SCREEN.headers,
+                )
             )
         for screen in decision.declines:  # straight to the card stage
-            await topics.fraud_card_checks.send(
-                key=screen.card.encode(),
-                value=_SCREEN.encode(screen_to_record(screen, kind="decline")),
-                headers=_SCREEN.headers,
+            out.append(
+                Output(
+                    topics.fraud_card_checks,
+                    screen.card.encode(),
+                    _SCREEN.encode(screen_to_record(screen, kind="decline")),
+                    _SCREEN.headers,
+                )
             )
+        return out
 
     async def handle(source: Any, value: bytes | None, headers: Any) -> Decision | None:
-        """Decode, decide, emit and save one input record; None when it was not applied
-        (dead-lettered, or a webhook type we do not act on). `source` has the record's
-        `message` (topic, partition, offset, key, value), as a faust event does."""
+        """Decode, decide and save one input record, and hand its outputs to the outbox; None
+        when it was not applied (dead-lettered, or a webhook type we do not act on). `source`
+        has the record's `message` (topic, partition, offset, key, value), as a faust event
+        does."""
         msg = source.message
         now_ms = int(time.time() * 1000)
         for dedup in (tables.idempotency, tables.seen_events):
@@ -317,14 +353,27 @@ def register(
                 item.payment_id,
                 decision.ignored,
             )
-        await emit(decision, item.payment_id)
         if decision.verdict is not None:  # the stateless rules decided it, in `decide`
             observe_verdict(decision.verdict.payment_id, decision.verdict.hits)
         if decision.ignored is None and decision.state is not None:
             observe_settled(decision.state, decision.changes)
-        if decision.state is not None and decision.state != state:
-            payments[item.payment_id] = payment_to_row(decision.state)
-            reschedule(tables, decision.state, schedule, partition=msg.partition)
+        # Records an earlier outbox saved and may not have sent go again first, as they were.
+        kept = row.get(OUTBOX, ()) if row is not None else ()
+        sends = [*restored(outbox.unseen(kept), by_name), *outputs(decision, item.payment_id)]
+        new = decision.state
+        if new is not None:
+            for refund in decision.refund_changes:
+                if (line := new.refund(refund.refund_id)) is not None:
+                    tables.refunds[refund.refund_id] = refund_to_row(line, item.payment_id)
+            # Outputs from an unchanged state (a replay, or records sent again) save the row
+            # too: this worker's store may hold a row whose write never reached the log.
+            if new != state or sends:
+                saved = payment_to_row(new)
+                saved[OUTBOX] = outbox.keep(kept, sends)
+                payments[item.payment_id] = saved
+            if new != state:
+                reschedule(tables, new, schedule, partition=msg.partition)
+        await outbox.put(writes.take(), sends)
         if recalled is None:  # after the payment: an entry never runs ahead of its state
             remember(tables, item, decision, partition=msg.partition, now_ms=now_ms)
         return decision
@@ -373,21 +422,33 @@ def register(
 
     @app.agent(topics.payment_inputs, name="payment-agent")
     async def payment_agent(stream: Any) -> Any:
-        async for event in stream.events():
-            msg = event.message
-            # Any input topic of this partition the group committed past what was applied
-            # (the record in hand reveals its own topic's gap even before a commit does).
-            committed = getattr(app.consumer, "_committed_offset", {})
-            for topic in names.PAYMENT_INPUTS:
-                end = msg.offset if topic == msg.topic else committed.get(TP(topic, msg.partition))
-                if end is not None:
-                    last = ledger.last_applied(topic, msg.partition, end)
-                    if end > last + 1:
-                        await repair(topic, msg.partition, last + 1, end)
-            await handle(event, event.value, event.headers)
-            ledger.applied(msg.topic, msg.partition, msg.offset)
-            if ledger.due(msg.topic, msg.partition):  # a flush covered it: write it now
-                ledger.persist(msg.topic, msg.partition)
+        manual = stream.noack()  # acked by the outbox, once the input's outputs are sent
+        sender = asyncio.ensure_future(outbox.run(manual.ack))
+        try:
+            async for event in manual.events():
+                if sender.done():  # it only stops on a bug: stop here too, acking nothing
+                    sender.result()
+                await apply(event)
+                await outbox.put([], (), event)
+        finally:
+            sender.cancel()
+
+    async def apply(event: Any) -> None:
+        """Repair any gap before the input, then handle it."""
+        msg = event.message
+        # Any input topic of this partition the group committed past what was applied
+        # (the record in hand reveals its own topic's gap even before a commit does).
+        committed = getattr(app.consumer, "_committed_offset", {})
+        for topic in names.PAYMENT_INPUTS:
+            end = msg.offset if topic == msg.topic else committed.get(TP(topic, msg.partition))
+            if end is not None:
+                last = ledger.last_applied(topic, msg.partition, end)
+                if end > last + 1:
+                    await repair(topic, msg.partition, last + 1, end)
+        await handle(event, event.value, event.headers)
+        ledger.applied(msg.topic, msg.partition, msg.offset)
+        if ledger.due(msg.topic, msg.partition):  # a flush covered it: write it now
+            ledger.persist(msg.topic, msg.partition)
 
     @app.timer(interval=1.0, name="input-marks")  # type: ignore[untyped-decorator]
     async def flush_marks() -> None:

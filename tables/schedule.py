@@ -42,6 +42,11 @@ class DueIndex:
         # payment is next scheduled (`_stored_due` says which entries those are)
         self._legacy: dict[str, str] = {}
 
+    @property
+    def stored(self) -> MutableMapping[str, Any]:
+        """The table the entries are stored in."""
+        return self._table
+
     def set(self, payment_id: str, due_ms: int | None, *, partition: int) -> None:
         """Schedule the payment's next check at `due_ms`, or unschedule it (None)."""
         key = f"{_PREFIX}{payment_id}"
