@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -55,6 +57,20 @@ class _Topic:
         return future
 
 
+@contextlib.asynccontextmanager
+async def _running(box: Outbox, log: list[Any]) -> AsyncIterator[None]:
+    """The outbox running, its acks noted in `log`."""
+
+    async def ack(event: Any) -> None:
+        log.append(("ack", event))
+
+    runner = asyncio.ensure_future(box.run(ack))
+    try:
+        yield
+    finally:
+        runner.cancel()
+
+
 async def _settle() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
@@ -66,11 +82,7 @@ async def test_outputs_wait_for_their_writes_and_acks_follow_in_order() -> None:
     topic = _Topic(log)
     box = Outbox()
 
-    async def ack(event: Any) -> None:
-        log.append(("ack", event))
-
-    runner = asyncio.ensure_future(box.run(ack))
-    try:
+    async with _running(box, log):
         table["pay_1"] = {"seq": 2}
         await box.put(writes.take(), [Output(topic, b"pay_1", b"seq2", None)])
         await box.put([], (), "input-1")
@@ -86,8 +98,6 @@ async def test_outputs_wait_for_their_writes_and_acks_follow_in_order() -> None:
         await _settle()
         assert log == [("sent", b"seq2"), ("ack", "input-1"), ("sent", b"p2"), ("ack", "input-2")]
         assert len(box) == 0
-    finally:
-        runner.cancel()
 
 
 async def test_a_failed_write_is_sent_again_with_the_current_value_before_the_outputs(
@@ -98,11 +108,7 @@ async def test_a_failed_write_is_sent_again_with_the_current_value_before_the_ou
     writes = ChangelogWrites(table)
     box = Outbox()
 
-    async def ack(event: Any) -> None:
-        log.append(("ack", event))
-
-    runner = asyncio.ensure_future(box.run(ack))
-    try:
+    async with _running(box, log):
         table["pay_1"] = {"seq": 2}
         await box.put(writes.take(), [Output(_Topic(log), b"pay_1", b"seq2", None)], "in")
         table.data["pay_1"] = {"seq": 3}  # a later decision replaced the row meanwhile
@@ -113,8 +119,6 @@ async def test_a_failed_write_is_sent_again_with_the_current_value_before_the_ou
         table.futures[-1].set_result(None)
         await _settle()
         assert log == [("sent", b"seq2"), ("ack", "in")]
-    finally:
-        runner.cancel()
 
 
 async def test_a_deleted_key_is_written_again_as_a_delete(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -165,11 +169,7 @@ async def test_a_row_keeps_what_the_broker_has_not_acknowledged(
     topic = _Topic(log, delivered=False)
     box = Outbox()
 
-    async def ack(event: Any) -> None:
-        log.append(("ack", event))
-
-    runner = asyncio.ensure_future(box.run(ack))
-    try:
+    async with _running(box, log):
         first = [Output(topic, b"pay_1", b"seq2", [])]
         kept = box.keep([], first)
         assert [e["n"] for e in kept] == [1] and box.unseen(kept) == []  # its own: kept only
@@ -197,5 +197,3 @@ async def test_a_row_keeps_what_the_broker_has_not_acknowledged(
             base64.b64encode(b"seq3").decode(),
         ]
         assert successor.keep(kept, ()) == []
-    finally:
-        runner.cancel()
