@@ -88,7 +88,7 @@ class Outbox:
 
     def __init__(self, *, limit: int = 2000) -> None:
         self.stamp = uuid.uuid4().hex[:16]  # this outbox, in the entries rows keep
-        self._delivered = 0  # the number of the last entry the broker has (`sent_through`)
+        self._delivered = 0  # the number of the last entry the broker has (`delivered_through`)
         # entries sent, by number, with the futures of their records, until the broker has them
         self._delivering: deque[tuple[int, list[asyncio.Future[Any]], Sequence[Output]]] = deque()
         self._numbered = 0
@@ -101,9 +101,9 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._queue)
 
-    @property
-    def sent_through(self) -> int:
-        """The number of the last entry whose records the broker has, and all before it."""
+    def delivered_through(self) -> int:
+        """The number of the last entry whose records the broker has, and all before it;
+        entries found delivered are dropped from `_delivering`."""
         while self._delivering:
             number, futures, _ = self._delivering[0]
             if not all(f.done() for f in futures) or any(_failed(f) for f in futures):
@@ -120,7 +120,7 @@ class Outbox:
     def keep(self, kept: Sequence[dict[str, Any]], sends: Sequence[Output]) -> list[Any]:
         """A row's entries once `sends` is put next: its own ones not seen sent yet, and one
         for `sends` (the rest were sent, or are in `sends` again, from `unseen`)."""
-        pending = [e for e in kept if e["by"] == self.stamp and e["n"] > self.sent_through]
+        pending = [e for e in kept if e["by"] == self.stamp and e["n"] > self.delivered_through()]
         if sends:
             pending.append({"by": self.stamp, "n": self._numbered + 1, "out": stored(sends)})
         return pending
@@ -167,7 +167,7 @@ class Outbox:
                 self._room.set()
 
     async def _send_again_what_failed(self) -> None:
-        self.sent_through  # noqa: B018 -- drops what was delivered from the head
+        self.delivered_through()
         for i, (number, futures, outputs) in enumerate(self._delivering):
             if any(_failed(f) for f in futures):
                 log.warning("outbox records of entry %d not delivered; sending them again", number)

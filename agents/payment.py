@@ -50,6 +50,7 @@ from domain.refunds import RefundRequested, RefundState
 from domain.status import SETTLED
 from gateways.registry import interpret
 from schemas import codec, decode
+from schemas.codec import Codec
 from schemas.records import (
     action_from_record,
     check_from_record,
@@ -82,6 +83,10 @@ _STATUS = codec("payment_status")
 _REFUND = codec("refund_status")
 _SCREEN = codec("fraud_check")
 OUTBOX = "outbox"  # the row's records not yet seen sent (`agents.outbox`)
+
+
+def _output(topic: Any, key: bytes, schema: Codec, record: dict[str, Any]) -> Output:
+    return Output(topic, key, schema.encode(record), schema.headers)
 
 
 class _Record:
@@ -259,34 +264,19 @@ def register(
         key = payment_id.encode()
         currency = state.amount.currency if state else ""
         out = [
-            Output(
-                topics.refund_status,
-                key,
-                _REFUND.encode(refund_status_record(refund, currency)),
-                _REFUND.headers,
-            )
+            _output(topics.refund_status, key, _REFUND, refund_status_record(refund, currency))
             for refund in decision.refund_changes
         ]
         if state is None:
             return out
-        for command in decision.commands:
-            out.append(
-                Output(
-                    topics.gateway_commands,
-                    key,
-                    _COMMAND.encode(command_to_record(command)),
-                    _COMMAND.headers,
-                )
-            )
-        for change in decision.changes:
-            out.append(
-                Output(
-                    topics.payment_status,
-                    key,
-                    _STATUS.encode(status_record(state, change)),
-                    _STATUS.headers,
-                )
-            )
+        out += [
+            _output(topics.gateway_commands, key, _COMMAND, command_to_record(command))
+            for command in decision.commands
+        ]
+        out += [
+            _output(topics.payment_status, key, _STATUS, status_record(state, change))
+            for change in decision.changes
+        ]
         for screen in decision.screens:  # to the first fraud stage with a rule on
             topic, by = (
                 (topics.fraud_card_checks, screen.card)
@@ -294,29 +284,26 @@ def register(
                 else (topics.fraud_checks, screen.user_id)
             )
             out.append(
-                Output(
-                    topic,
-                    by.encode(),
-                    _SCREEN.encode(screen_to_record(screen, kind="screen")),
-                    _SCREEN.headers,
-                )
+                _output(topic, by.encode(), _SCREEN, screen_to_record(screen, kind="screen"))
             )
-        for screen in decision.declines:  # straight to the card stage
-            out.append(
-                Output(
-                    topics.fraud_card_checks,
-                    screen.card.encode(),
-                    _SCREEN.encode(screen_to_record(screen, kind="decline")),
-                    _SCREEN.headers,
-                )
+        out += [  # straight to the card stage
+            _output(
+                topics.fraud_card_checks,
+                screen.card.encode(),
+                _SCREEN,
+                screen_to_record(screen, kind="decline"),
             )
+            for screen in decision.declines
+        ]
         return out
 
-    async def handle(source: Any, value: bytes | None, headers: Any) -> Decision | None:
-        """Decode, decide and save one input record, and hand its outputs to the outbox; None
-        when it was not applied (dead-lettered, or a webhook type we do not act on). `source`
-        has the record's `message` (topic, partition, offset, key, value), as a faust event
-        does."""
+    async def handle(
+        source: Any, value: bytes | None, headers: Any, *, ack: Any = None
+    ) -> Decision | None:
+        """Decode, decide and save one input record, and hand its outputs to the outbox, with
+        `ack` (the event to ack once they are sent, if any); None when it was not applied
+        (dead-lettered, or a webhook type we do not act on). `source` has the record's
+        `message` (topic, partition, offset, key, value), as a faust event does."""
         msg = source.message
         now_ms = int(time.time() * 1000)
         for dedup in (tables.idempotency, tables.seen_events):
@@ -339,9 +326,11 @@ def register(
         except UnhandledEvent as unhandled:
             WEBHOOKS_UNHANDLED.labels(unhandled.gateway, unhandled.event_type).inc()
             log.info("unhandled webhook type, skipped: %s", unhandled)
+            await outbox.put(writes.take(), (), ack)
             return None
         except (SerializationError, PaymentError) as exc:
             await send_to_dead_letter(topics.dead_letter, source, exc)
+            await outbox.put(writes.take(), (), ack)
             return None
         if decision.ignored is not None:
             reason = decision.ignored.split(":")[0]
@@ -373,7 +362,7 @@ def register(
                 payments[item.payment_id] = saved
             if new != state:
                 reschedule(tables, new, schedule, partition=msg.partition)
-        await outbox.put(writes.take(), sends)
+        await outbox.put(writes.take(), sends, ack)
         if recalled is None:  # after the payment: an entry never runs ahead of its state
             remember(tables, item, decision, partition=msg.partition, now_ms=now_ms)
         return decision
@@ -418,7 +407,7 @@ def register(
             REPAIRED.labels(topic, was).inc()
             if was == "lost":
                 log.warning("%s[%s]@%s had never been applied", topic, partition, record.offset)
-            ledger.applied(topic, partition, record.offset)
+            ledger.repaired(topic, partition, record.offset)
 
     @app.agent(topics.payment_inputs, name="payment-agent")
     async def payment_agent(stream: Any) -> Any:
@@ -429,12 +418,12 @@ def register(
                 if sender.done():  # it only stops on a bug: stop here too, acking nothing
                     sender.result()
                 await apply(event)
-                await outbox.put([], (), event)
         finally:
             sender.cancel()
 
     async def apply(event: Any) -> None:
-        """Repair any gap before the input, then handle it."""
+        """Repair any gap before the input, then handle it (unless a catch-up did), its ack
+        handed to the outbox."""
         msg = event.message
         # Any input topic of this partition the group committed past what was applied
         # (the record in hand reveals its own topic's gap even before a commit does).
@@ -445,7 +434,12 @@ def register(
                 last = ledger.last_applied(topic, msg.partition, end)
                 if end > last + 1:
                     await repair(topic, msg.partition, last + 1, end)
-        await handle(event, event.value, event.headers)
+        if ledger.was_repaired(msg.topic, msg.partition, msg.offset):
+            # A catch-up applied it already, ahead of the stream: applied again, it would
+            # come back as a duplicate and send the payment's last records a second time.
+            await outbox.put([], (), event)
+        else:
+            await handle(event, event.value, event.headers, ack=event)
         ledger.applied(msg.topic, msg.partition, msg.offset)
         if ledger.due(msg.topic, msg.partition):  # a flush covered it: write it now
             ledger.persist(msg.topic, msg.partition)

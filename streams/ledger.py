@@ -60,6 +60,7 @@ class InputLedger:
         self._applied: dict[tuple[str, int], int] = {}
         self._persisted: dict[tuple[str, int], int] = {}
         self._safe: dict[tuple[str, int], int] = {}  # applied, and its outputs flushed
+        self._repaired: dict[tuple[str, int], int] = {}  # applied by a repair, not the stream
         self._epoch = 0  # bumped by forget(): a snapshot from before it is worthless
 
     def last_applied(self, topic: str, partition: int, offset: int) -> int:
@@ -88,6 +89,17 @@ class InputLedger:
     def applied(self, topic: str, partition: int, offset: int) -> None:
         key = (topic, partition)
         self._applied[key] = max(self._applied.get(key, -1), offset)
+
+    def repaired(self, topic: str, partition: int, offset: int) -> None:
+        """Applied by a repair (`RangeReader`), which may have read ahead of the stream."""
+        self.applied(topic, partition, offset)
+        key = (topic, partition)
+        self._repaired[key] = max(self._repaired.get(key, -1), offset)
+
+    def was_repaired(self, topic: str, partition: int, offset: int) -> bool:
+        """Did a repair since the partition was assigned apply this record already? The
+        stream hands it to the agent later, and it must not be applied twice."""
+        return offset <= self._repaired.get((topic, partition), -1)
 
     def snapshot(self) -> tuple[int, dict[tuple[str, int], int]]:
         """The marks now, to hand back to `flushed` once the producer flushed."""
@@ -120,6 +132,7 @@ class InputLedger:
         self._applied.clear()
         self._persisted.clear()
         self._safe.clear()
+        self._repaired.clear()
         self._epoch += 1
 
 

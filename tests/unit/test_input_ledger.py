@@ -61,3 +61,22 @@ def test_a_seek_back_does_not_move_the_mark_backwards() -> None:
     ledger.applied("gateway_results", 1, 9)
     ledger.applied("gateway_results", 1, 4)  # redelivered after a seek to the commit
     assert ledger.last_applied("gateway_results", 1, 5) == 9
+
+
+def test_a_record_a_repair_applied_ahead_of_the_stream_is_not_applied_again() -> None:
+    ledger = InputLedger({})
+    ledger.last_applied("t", 0, 0)
+    for offset in range(3, 8):  # a catch-up read ahead of the stream
+        ledger.repaired("t", 0, offset)
+    assert ledger.last_applied("t", 0, 8) == 7
+    assert [o for o in range(10) if ledger.was_repaired("t", 0, o)] == list(range(8))
+    assert not ledger.was_repaired("t", 1, 0)  # another partition
+    ledger.applied("t", 0, 9)  # the stream's own records say nothing about repairs
+    assert not ledger.was_repaired("t", 0, 9)
+
+
+def test_what_a_repair_applied_is_forgotten_with_the_partition() -> None:
+    ledger = InputLedger({})
+    ledger.repaired("t", 0, 5)
+    ledger.forget()  # revoked: a new owner may have applied more since, from the log
+    assert not ledger.was_repaired("t", 0, 5)
