@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -37,7 +38,28 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
+# Listening ports are drawn below the kernel's ephemeral range: a port taken from inside it
+# (bind to 0) can be handed to some process's outgoing connection in the seconds between the
+# pick and the child's bind, and the child then fails to start (CI: "ingress exited with
+# code 3", uvicorn's bind failure).
+_LISTEN_PORTS = (20000, 32768)
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return _LISTEN_PORTS[1]
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A free port outside the ephemeral range when one is found, else one the kernel picks."""
+    low, high = _LISTEN_PORTS[0], min(_LISTEN_PORTS[1], _ephemeral_low())
+    if high - low >= 1000:
+        for _ in range(200):
+            port = secrets.randbelow(high - low) + low
+            if port_free(port, host):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
@@ -113,13 +135,24 @@ class Child:
             if self.proc is not None and self.proc.poll() is not None:
                 raise StartupError(
                     f"{self.name} exited with code {self.proc.returncode}; see {self.log_path}"
+                    f"{self.log_tail()}"
                 )
             if self.probe is None or self.probe():
                 return time.monotonic() - started
             time.sleep(0.1)
         raise StartupError(
             f"{self.name} not ready after {self.ready_timeout_s:.0f}s; see {self.log_path}"
+            f"{self.log_tail()}"
         )
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The last lines of the child's log, for an error that would otherwise only name it
+        (CI keeps no files)."""
+        try:
+            tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            return ""
+        return "".join(f"\n  | {line}" for line in tail)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
