@@ -120,7 +120,8 @@ class Outbox:
     def keep(self, kept: Sequence[dict[str, Any]], sends: Sequence[Output]) -> list[Any]:
         """A row's entries once `sends` is put next: its own ones not seen sent yet, and one
         for `sends` (the rest were sent, or are in `sends` again, from `unseen`)."""
-        pending = [e for e in kept if e["by"] == self.stamp and e["n"] > self.delivered_through()]
+        delivered = self.delivered_through()
+        pending = [e for e in kept if e["by"] == self.stamp and e["n"] > delivered]
         if sends:
             pending.append({"by": self.stamp, "n": self._numbered + 1, "out": stored(sends)})
         return pending

@@ -82,6 +82,7 @@ _COMMAND = codec("gateway_command")
 _STATUS = codec("payment_status")
 _REFUND = codec("refund_status")
 _SCREEN = codec("fraud_check")
+REPAIR_SLICE = 100  # records a repair applies between two turns of the event loop
 OUTBOX = "outbox"  # the row's records not yet seen sent (`agents.outbox`)
 
 
@@ -401,7 +402,9 @@ def register(
             "%s[%s]: offsets %s..%s were %s; applying them now",
             topic, partition, start, end - 1, why,
         )  # fmt: skip
-        for record in await reader.read(topic, partition, start, end):
+        for n, record in enumerate(await reader.read(topic, partition, start, end), 1):
+            if n % REPAIR_SLICE == 0:  # a long range never holds the event loop for long
+                await asyncio.sleep(0)
             decision = await handle(_Record(record), record.value, record.headers)
             was = "repeat" if decision is None or decision.ignored is not None else "lost"
             REPAIRED.labels(topic, was).inc()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import secrets
 import signal
@@ -45,6 +46,7 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
 _LISTEN_PORTS = (20000, 32768)
 
 
+@functools.cache
 def _ephemeral_low() -> int:
     try:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
